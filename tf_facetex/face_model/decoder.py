@@ -1,0 +1,116 @@
+"""The fixed linear morphable-model decoder as a Keras layer, and the coefficient layout.
+
+Coefficient vector (Deng et al. 2019 order, sizes read from the model, never hard-coded):
+``[id (I), exp (E), tex (T), angles (3), gamma (27), translation (3)]`` -> 257 for BFM (80/64/80).
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_facetex import geometry
+from tf_facetex.face_model.model import NUM_SH_COEFFS, MorphableModel
+
+
+class CoefficientLayout:
+    """Named slices of the flat coefficient vector for one face model."""
+
+    def __init__(self, num_id: int, num_exp: int, num_tex: int):
+        self.sizes = {"id": num_id, "exp": num_exp, "tex": num_tex, "angles": 3,
+                      "gamma": NUM_SH_COEFFS, "translation": 3}
+        self.slices = {}
+        start = 0
+        for name, size in self.sizes.items():
+            self.slices[name] = slice(start, start + size)
+            start += size
+        self.size = start
+
+    @classmethod
+    def for_model(cls, model: MorphableModel) -> "CoefficientLayout":
+        return cls(model.num_id, model.num_exp, model.num_tex)
+
+    def split(self, coeffs):
+        """[..., C] -> dict of [..., size] tensors (or arrays)."""
+        return {name: coeffs[..., part] for name, part in self.slices.items()}
+
+    def join(self, parts):
+        """dict of [..., size] -> [..., C]; missing parts are zeros."""
+        reference = next(iter(parts.values()))
+        batch_shape = tf.shape(reference)[:-1]
+        pieces = []
+        for name, size in self.sizes.items():
+            if name in parts:
+                pieces.append(tf.cast(parts[name], tf.float32))
+            else:
+                pieces.append(tf.zeros(tf.concat([batch_shape, [size]], 0), tf.float32))
+        return tf.concat(pieces, axis=-1)
+
+    def to_dict(self):
+        return dict(self.sizes)
+
+
+class FaceDecoder(keras.layers.Layer):
+    """Coefficients -> model-space vertices, per-vertex albedo and vertex normals (not trainable).
+
+    Call with a dict ``{'id': [B, I], 'exp': [B, E], 'tex': [B, T]}`` (missing entries mean zeros) or a
+    flat [B, C] coefficient vector in the `CoefficientLayout` order. Returns a dict:
+    ``vertices`` [B, N, 3] (unposed, decimetres), ``albedo`` [B, N, 3] (in [0, 1] for plausible
+    coefficients, not clipped), ``normals`` [B, N, 3] (unit, model frame).
+    """
+
+    def __init__(self, model: MorphableModel, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.face_model = model
+        self.layout = CoefficientLayout.for_model(model)
+        n = model.num_vertices
+        # Bases flattened to [K, 3N] so that decoding is one matmul per part.
+        self._mean_shape = tf.constant(model.mean_shape.reshape(1, 3 * n))
+        self._id_basis = tf.constant(model.id_basis.reshape(model.num_id, 3 * n))
+        self._exp_basis = tf.constant(model.exp_basis.reshape(model.num_exp, 3 * n))
+        self._albedo_mean = tf.constant(model.albedo_mean.reshape(1, 3 * n))
+        self._albedo_basis = tf.constant(model.albedo_basis.reshape(model.num_tex, 3 * n))
+        self._triangles = tf.constant(model.triangles)
+        self._vertex_triangles = tf.constant(model.vertex_triangles())
+
+    def _part(self, coeffs, name, batch):
+        size = self.layout.sizes[name]
+        if isinstance(coeffs, dict):
+            value = coeffs.get(name)
+            if value is None:
+                return tf.zeros([batch, size], tf.float32)
+            return tf.cast(value, tf.float32)
+        return tf.cast(coeffs[:, self.layout.slices[name]], tf.float32)
+
+    def shape(self, id_coeffs, exp_coeffs):
+        """[B, I], [B, E] -> [B, N, 3] model-space vertices."""
+        flat = self._mean_shape + tf.matmul(id_coeffs, self._id_basis) + tf.matmul(exp_coeffs, self._exp_basis)
+        return tf.reshape(flat, [-1, self.face_model.num_vertices, 3])
+
+    def albedo(self, tex_coeffs):
+        """[B, T] -> [B, N, 3] per-vertex albedo."""
+        flat = self._albedo_mean + tf.matmul(tex_coeffs, self._albedo_basis)
+        return tf.reshape(flat, [-1, self.face_model.num_vertices, 3])
+
+    def normals(self, vertices):
+        """[B, N, 3] -> [B, N, 3] unit vertex normals."""
+        return geometry.vertex_normals(vertices, self._triangles, self._vertex_triangles)
+
+    def call(self, coeffs):
+        if isinstance(coeffs, dict):
+            batch = tf.shape(next(v for v in coeffs.values() if v is not None))[0]
+        else:
+            batch = tf.shape(coeffs)[0]
+        vertices = self.shape(self._part(coeffs, "id", batch), self._part(coeffs, "exp", batch))
+        return {"vertices": vertices,
+                "albedo": self.albedo(self._part(coeffs, "tex", batch)),
+                "normals": self.normals(vertices)}
+
+    def get_config(self):
+        # The face model is data, not configuration: rebuild the layer from the model file.
+        config = super().get_config()
+        config["face_model"] = self.face_model.source
+        return config
+
+
+def mean_coefficients(layout: CoefficientLayout, batch: int = 1) -> np.ndarray:
+    """[batch, C] zeros: the mean face, frontal, centred, with the ambient-only light."""
+    return np.zeros((batch, layout.size), np.float32)
