@@ -1,0 +1,91 @@
+"""`PriorRegressor`: image -> morphable-model coefficients (Deng et al. 2019's R-Net, in Keras).
+
+A ResNet-50 backbone (keras.applications; random init, or ImageNet weights from a local file — nothing
+is downloaded) with global average pooling and one linear head sized from the face model's
+`CoefficientLayout`. As in Deng et al., the head starts at zero (weights and bias), so an untrained
+regressor predicts the mean face, frontal and centred, with ambient light — a sane starting point
+(Deep3DFaceReconstruction issue #116 explains why this matters).
+"""
+import pathlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_facetex.errors import AssetError
+from tf_facetex.face_model.decoder import CoefficientLayout
+
+BACKBONES = ("resnet50", "mobilenetv2", "tiny")
+
+
+def _backbone(name: str, image_size: int, weights_path=None) -> keras.Model:
+    """A feature extractor [B, S, S, 3] (preprocessed) -> [B, D]."""
+    shape = (image_size, image_size, 3)
+    if name == "resnet50":
+        net = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape, pooling="avg")
+    elif name == "mobilenetv2":
+        net = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape, pooling="avg",
+                                             alpha=0.35)
+    elif name == "tiny":  # a few strided convolutions: CPU smoke tests only
+        inputs = keras.Input(shape)
+        x = inputs
+        for filters in (16, 32, 64, 128):
+            x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+        net = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny_backbone")
+    else:
+        raise ValueError(f"unknown backbone '{name}', expected one of {BACKBONES}")
+    if weights_path:
+        path = pathlib.Path(weights_path)
+        if not path.is_file():
+            raise AssetError(f"{path}: backbone weights file not found")
+        try:
+            net.load_weights(str(path), skip_mismatch=False)
+        except Exception as err:  # noqa: BLE001 - Keras raises several types for bad files
+            raise AssetError(f"{path}: cannot load {name} weights ({type(err).__name__}: {err})") from err
+    return net
+
+
+def preprocess(images, backbone: str):
+    """[B, S, S, 3] RGB in [0, 1] -> the backbone's expected input."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    if backbone == "resnet50":
+        # keras.applications ResNet50 ('caffe' mode): BGR, 0-255, ImageNet mean subtracted.
+        bgr = images[..., ::-1] * 255.0
+        return bgr - tf.constant([103.939, 116.779, 123.68])
+    return images * 2.0 - 1.0
+
+
+@keras.saving.register_keras_serializable(package="tf_facetex")
+class PriorRegressor(keras.Model):
+    """Images [B, S, S, 3] in [0, 1] -> coefficients [B, C] in the face model's layout."""
+
+    def __init__(self, layout_sizes: dict, backbone: str = "resnet50", image_size: int = 224,
+                 backbone_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.layout_sizes = dict(layout_sizes)
+        self.layout = CoefficientLayout(layout_sizes["id"], layout_sizes["exp"], layout_sizes["tex"])
+        self.backbone_name = backbone
+        self.image_size = image_size
+        self.backbone = _backbone(backbone, image_size, backbone_weights)
+        self.head = keras.layers.Dense(self.layout.size, kernel_initializer="zeros", bias_initializer="zeros",
+                                       name="coefficients")
+
+    @classmethod
+    def for_model(cls, model, **kwargs) -> "PriorRegressor":
+        return cls(CoefficientLayout.for_model(model).to_dict(), **kwargs)
+
+    def call(self, images, training=False):
+        features = self.backbone(preprocess(images, self.backbone_name), training=training)
+        return self.head(features)
+
+    def split(self, coeffs):
+        """[B, C] -> dict of named parts ('id', 'exp', 'tex', 'angles', 'gamma', 'translation')."""
+        return self.layout.split(coeffs)
+
+    def get_config(self):
+        return {**super().get_config(), "layout_sizes": self.layout_sizes, "backbone": self.backbone_name,
+                "image_size": self.image_size}
+
+
+def count_parameters(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.weights))
