@@ -1,7 +1,7 @@
 """Shared command-line plumbing for scripts/: absl flags, one-line errors, quiet TensorFlow.
 
-Every script calls `run(main)`. Expected failures (`FaceTexError`) print one readable line and exit
-with status 2; with ``--verbose`` the traceback is shown too. Tracebacks of anything else are bugs and
+Every script calls `run(main)`. Expected failures (`FaceTexError`, and `OSError` such as an unwritable
+output folder) print one readable line and exit with status 2; with ``--verbose`` the traceback is shown too. Tracebacks of anything else are bugs and
 always shown.
 """
 import os
@@ -18,14 +18,19 @@ flags.DEFINE_bool("verbose", False, "Show full tracebacks and debug logging.")
 
 def run(main):
     """Runs an absl ``main(argv)`` with the project's error policy."""
+    # Make --verbose show up in every script's --help (absl lists the main module's key flags).
+    main_module = sys.modules.get("__main__")
+    if main_module is not None:
+        for name in ("verbose",):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
     def wrapped(argv):
         try:
             return main(argv)
-        except FaceTexError as err:
+        except (FaceTexError, OSError) as err:  # OSError: unwritable output folder, full disk, ...
             if flags.FLAGS.verbose:
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            print("error: " + " ".join(str(err).split()), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -10,12 +10,20 @@ import pathlib
 
 from tf_facetex import paths
 from tf_facetex.errors import AssetError
-from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 from tf_facetex.face_model.model import MorphableModel
 
 ICT_CACHE_NAME = "ict_facekit_light.npz"
 
 __all__ = ["CoefficientLayout", "FaceDecoder", "MorphableModel", "load_face_model", "convert_ict_cached"]
+
+
+def __getattr__(name):
+    # The decoder imports TensorFlow (seconds); load it only when asked for, so that converters and
+    # `--help` of the scripts answer at once.
+    if name in ("CoefficientLayout", "FaceDecoder"):
+        from tf_facetex.face_model import decoder
+        return getattr(decoder, name)
+    raise AttributeError(f"module 'tf_facetex.face_model' has no attribute '{name}'")
 
 
 def convert_ict_cached(ict_dir, out=None, log=print, progress=None) -> MorphableModel:

@@ -184,8 +184,10 @@ class MorphableModel:
         missing = [name for name in _FIELDS if name not in contents]
         if missing:
             raise AssetError(f"{path}: field '{missing[0]}' missing")
+        origin = meta.get("source") or ""
+        source = str(path) if not origin or origin == str(path) else f"{path} (converted from {origin})"
         return cls(name=meta["name"], exp_names=tuple(meta.get("exp_names", ())),
-                   albedo_source=meta.get("albedo_source", "none"), source=str(path),
+                   albedo_source=meta.get("albedo_source", "none"), source=source,
                    **{name: contents[name] for name in _FIELDS})
 
     def replace(self, **changes) -> "MorphableModel":
