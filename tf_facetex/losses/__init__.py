@@ -1,0 +1,30 @@
+"""Losses of the detail refinement module (paper section 5; SPEC section 4). See `refinement` for conventions."""
+from tf_facetex.losses.refinement import (
+    GAN_KINDS,
+    LOSS_OPTION_PRESETS,
+    LOSS_WEIGHT_PRESETS,
+    TERMS,
+    LossOptions,
+    LossWeights,
+    cross_perceptual_loss,
+    edge_aware_smoothness,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    illumination_regularization,
+    image_gradient_loss,
+    image_loss,
+    masked_mean,
+    mirror_uv,
+    prior_l1_loss,
+    roll_batch,
+    smoothness_weights,
+    symmetry_loss,
+    total_generator_loss,
+)
+
+__all__ = [
+    "GAN_KINDS", "LOSS_OPTION_PRESETS", "LOSS_WEIGHT_PRESETS", "LossOptions", "LossWeights", "TERMS",
+    "cross_perceptual_loss", "edge_aware_smoothness", "gan_discriminator_loss", "gan_generator_loss",
+    "illumination_regularization", "image_gradient_loss", "image_loss", "masked_mean", "mirror_uv",
+    "prior_l1_loss", "roll_batch", "smoothness_weights", "symmetry_loss", "total_generator_loss",
+]
