@@ -16,7 +16,8 @@ def atomic_path(path):
     """Yields a temporary path next to ``path``; on success it is renamed to ``path``, else removed."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # The temporary name must not match globs of the final files (e.g. *.tfrecord), so no real suffix.
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         yield pathlib.Path(tmp)
@@ -29,7 +30,10 @@ def atomic_path(path):
 
 def write_bytes(path, data: bytes):
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # the rename must not overtake the data on a crash
     return pathlib.Path(path)
 
 
