@@ -229,7 +229,7 @@ def test_similarity_fit_and_tf_agree(rng):
     angle, scale, shift = 0.3, 2.5, np.array([40.0, -7.0])
     linear = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     dst = src @ linear.T + shift
-    fitted = alignment.fit_similarity(src, dst)
+    fitted = alignment.estimate_similarity(src, dst)
     np.testing.assert_allclose(fitted, np.concatenate([linear, shift[:, None]], 1), atol=1e-9)
     fitted_tf = alignment.fit_similarity_tf(src.astype(np.float32), dst[None].astype(np.float32)).numpy()[0]
     np.testing.assert_allclose(fitted_tf, fitted, atol=1e-3)

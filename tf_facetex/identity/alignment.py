@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from tf_facetex.data.align import estimate_similarity, five_points
+
 DLIB_CHIP_SIZE = 150
 DLIB_CHIP_PADDING = 0.25
 
@@ -84,38 +86,11 @@ def dlib_template(num_landmarks, size=DLIB_CHIP_SIZE, padding=DLIB_CHIP_PADDING)
     return indices, (padding + unit) / (2.0 * padding + 1.0) * size
 
 
-def five_points(landmarks68):
-    """[..., 68, 2] -> [..., 5, 2]: eye centres (36-41, 42-47), nose tip 30, mouth corners 48, 54."""
-    lm = np.asarray(landmarks68, np.float64)
-    return np.stack([lm[..., 36:42, :].mean(-2), lm[..., 42:48, :].mean(-2), lm[..., 30, :],
-                     lm[..., 48, :], lm[..., 54, :]], axis=-2)
-
-
-def fit_similarity(src, dst):
-    """Least-squares similarity (rotation, uniform scale, translation; no reflection) mapping src to dst.
-
-    For 2-D this closed form equals Umeyama's solution (dlib's find_similarity_transform, skimage's
-    SimilarityTransform) whenever the best fit is not a reflection.
-    Args:
-      src, dst: [K, 2] corresponding points (K >= 2).
-    Returns:
-      [2, 3] float64 matrix M with dst ~= M @ [src; 1].
-    """
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    src_mean, dst_mean = src.mean(0), dst.mean(0)
-    s, d = src - src_mean, dst - dst_mean
-    norm = (s ** 2).sum()
-    a = (s * d).sum() / norm                                     # s*cos
-    b = (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum() / norm     # s*sin
-    linear = np.array([[a, -b], [b, a]])
-    return np.concatenate([linear, (dst_mean - linear @ src_mean)[:, None]], axis=1)
-
-
 def _dlib_chip_geometry(landmarks, size, padding):
     """dlib's chip_details: (centre c [2], chip width in image pixels, angle, rotation R [2, 2])."""
     landmarks = np.asarray(landmarks, np.float64)
     indices, template = dlib_template(landmarks.shape[0], size, padding)
-    similarity = fit_similarity(template, landmarks[indices])
+    similarity = estimate_similarity(template, landmarks[indices])
     linear = similarity[:, :2]
     angle = math.atan2(linear[1, 0], linear[0, 0])
     scale = math.hypot(linear[0, 0], linear[1, 0])
@@ -150,7 +125,7 @@ def arcface_chip_matrix(landmarks, size=ARCFACE_CHIP_SIZE):
     points = five_points(landmarks) if landmarks.shape[0] == 68 else landmarks
     if points.shape != (5, 2):
         raise ValueError(f"ArcFace alignment needs 68 or 5 landmarks, got {landmarks.shape}")
-    return fit_similarity(ARCFACE_TEMPLATE_112 * (size / 112.0), points)
+    return estimate_similarity(ARCFACE_TEMPLATE_112 * (size / 112.0), points)
 
 
 # ----------------------------------------------------------------------------------------------------
