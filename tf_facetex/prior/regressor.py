@@ -89,3 +89,22 @@ class PriorRegressor(keras.Model):
 
 def count_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
+
+
+def load_regressor(model, weights_path, backbone="resnet50", image_size=224) -> PriorRegressor:
+    """A `PriorRegressor` for ``model`` with trained weights from ``weights_path`` (AssetError if unusable)."""
+    import pathlib
+
+    if not weights_path:
+        raise AssetError("the regressor prior needs trained weights (--regressor_weights); "
+                         "train them with scripts/train_prior.py or use the fitting prior")
+    path = pathlib.Path(weights_path)
+    if not path.is_file():
+        raise AssetError(f"{path}: regressor weights not found")
+    regressor = PriorRegressor.for_model(model, backbone=backbone, image_size=image_size)
+    regressor(np.zeros((1, image_size, image_size, 3), np.float32))
+    try:
+        regressor.load_weights(str(path))
+    except Exception as err:  # noqa: BLE001 - Keras raises several types for bad files
+        raise AssetError(f"{path}: cannot load regressor weights ({type(err).__name__}: {err})") from err
+    return regressor

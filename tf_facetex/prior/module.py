@@ -1,0 +1,182 @@
+"""`PriorModule`: photo -> everything the refinement network needs (paper section 4, SPEC section 4).
+
+Coefficients come from the per-image fit (landmarks, then photometric; no trained weights) or from the
+`PriorRegressor`. Then the fixed linear decoder, the pose and camera, the UV unwrap of the photo with its
+visibility, the prior albedo rasterised into UV, the camera-frame normal map and the image-from-UV lookup.
+The output dict uses the keys of `tf_facetex.prior.samples` (plus diagnostics), so it can be written once per
+image as refinement-sample TFRecords (`write_refinement_samples`) and training never rasterises again.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tf_facetex import camera, metrics
+from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
+from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter
+from tf_facetex.prior.photometric_fit import PhotometricFitConfig, PhotometricFitter
+from tf_facetex.rendering import FaceRenderer, uv as uv_lib
+
+
+@dataclasses.dataclass
+class PriorConfig:
+    mode: str = "fit"                 # 'fit' (no trained weights) or 'regressor'
+    image_size: int = 224
+    uv_size: int = 256
+    landmark: LandmarkFitConfig = dataclasses.field(default_factory=LandmarkFitConfig)
+    photometric: PhotometricFitConfig = dataclasses.field(default_factory=PhotometricFitConfig)
+    mask_unwrap: bool = True          # unwrap only texels whose pixel is inside the face mask (no hair/occluders)
+
+
+class PriorModule:
+    """The frozen prior: call it on a batch of aligned crops.
+
+    Args:
+      model: the `MorphableModel`.
+      config: `PriorConfig`.
+      regressor: a `PriorRegressor` (required for mode 'regressor').
+      renderer: a `FaceRenderer` at (image_size, uv_size); built when None.
+    """
+
+    def __init__(self, model, config: PriorConfig = PriorConfig(), regressor=None, renderer=None):
+        if config.mode not in ("fit", "regressor"):
+            raise ValueError(f"unknown prior mode '{config.mode}' (expected 'fit' or 'regressor')")
+        if config.mode == "regressor" and regressor is None:
+            raise ValueError("prior mode 'regressor' needs a PriorRegressor")
+        self.model = model
+        self.config = config
+        self.regressor = regressor
+        self.renderer = renderer or FaceRenderer(model, config.image_size, config.uv_size)
+        self.decoder = FaceDecoder(model)
+        self.layout = CoefficientLayout.for_model(model)
+        self.landmark_fitter = LandmarkFitter(model, dataclasses.replace(config.landmark,
+                                                                          image_size=config.image_size))
+        self.photometric_fitter = PhotometricFitter(model, config.photometric)
+
+    @property
+    def uv_mask(self):
+        return self.renderer.uv_mask
+
+    def coefficients(self, images, landmarks=None, masks=None):
+        """-> (coeffs [B, C] numpy, tone [B, 3] numpy, diagnostics dict, (posed, raster) or None).
+
+        The fit rasterises the fitted geometry for its photometric stage; it is returned for reuse, since the
+        photometric stage does not change the geometry.
+        """
+        if self.config.mode == "regressor":
+            coeffs = self.regressor(images).numpy()
+            return coeffs, np.ones((coeffs.shape[0], 3), np.float32), {}, None
+        if landmarks is None:
+            raise ValueError("the fitting prior needs 68 landmarks per image")
+        shape = self.landmark_fitter(landmarks)
+        parts = {k: tf.constant(shape[k]) for k in ("id", "exp", "angles", "translation")}
+        decoded = self.decoder(parts)
+        posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+        raster = self.renderer.rasterize(posed)
+        mask = self._face_mask(masks, raster)
+        light = self.photometric_fitter(images, mask, raster, self.renderer.vertex_normals(posed))
+        parts.update(tex=light["tex"], gamma=light["gamma"])
+        coeffs = self.layout.join(parts).numpy()
+        diagnostics = {"landmark_error": shape["landmark_error"],
+                       "photometric_error": light["photometric_error"].numpy()}
+        return coeffs, light["tone"].numpy(), diagnostics, (posed, raster)
+
+    def _face_mask(self, masks, raster):
+        proj = self.renderer.projection_mask(raster)
+        return proj if masks is None else proj * tf.cast(masks, tf.float32)
+
+    def __call__(self, images, landmarks=None, masks=None):
+        """Runs the prior on aligned crops.
+
+        Args:
+          images: [B, H, H, 3] float in [0, 1] (H = image_size).
+          landmarks: [B, 68, 2] detected landmarks in the crop (needed by the fit; kept for identity chips).
+          masks: [B, H, H, 1] face-parsing mask (or its substitute); None = the projected face only.
+        Returns:
+          dict with the refinement-sample keys (`tf_facetex.prior.samples`) as tensors, and 'tone' [B, 3],
+          'coarse_render' [B, H, H, 3] (prior albedo lit by the coarse gamma), 'coarse_psnr' [B] on the face
+          mask, 'landmark_error' / 'photometric_error' [B] when fitted, 'posed_vertices' [B, N, 3].
+        """
+        images = tf.convert_to_tensor(images, tf.float32)
+        coeffs, tone, diagnostics, geometry = self.coefficients(images, landmarks, masks)
+        parts = self.layout.split(tf.constant(coeffs))
+        decoded = self.decoder(parts)
+        if geometry is None:
+            posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+            raster = self.renderer.rasterize(posed)
+        else:
+            posed, raster = geometry
+        vertex_normals = self.renderer.vertex_normals(posed)
+        normals_uv = self.renderer.normals_uv(vertex_normals=vertex_normals)
+        albedo = decoded["albedo"] * tone[:, None, :]
+        prior_albedo_uv = self.renderer.rasterize_to_uv(albedo) * self.uv_mask
+        proj_mask = self.renderer.projection_mask(raster)
+        face_mask = self._face_mask(masks, raster)
+        unwrapped = self.renderer.unwrap(images, posed, raster)
+        visibility = unwrapped.visibility
+        if self.config.mask_unwrap and masks is not None:
+            seen = uv_lib.gather_pixels(tf.cast(masks, tf.float32)[..., 0], unwrapped.pixels)[..., None]
+            visibility = visibility * tf.cast(seen > 0.5, tf.float32)
+        coarse, _ = self.renderer.render(prior_albedo_uv, parts["gamma"], raster, normals_uv)
+        out = {
+            "image": images, "face_mask": face_mask, "proj_mask": proj_mask,
+            "pixel_uv": self.renderer.texel_coords(raster),
+            "texture_uv": unwrapped.texture * visibility, "visibility_uv": visibility,
+            "prior_albedo_uv": prior_albedo_uv, "normals_uv": normals_uv,
+            "gamma": parts["gamma"], "coeffs": tf.constant(coeffs), "tone": tf.constant(tone),
+            "coarse_render": coarse, "coarse_psnr": metrics.masked_psnr(tf.clip_by_value(coarse, 0, 1), images,
+                                                                        face_mask),
+            "posed_vertices": posed,
+        }
+        if landmarks is not None:
+            out["landmarks"] = tf.convert_to_tensor(landmarks, tf.float32)
+        else:  # the model's landmarks, projected: what the identity chips are aligned with
+            out["landmarks"] = camera.project(tf.gather(posed, self.model.landmark_indices, axis=1),
+                                              self.config.image_size)[0]
+        out.update({k: tf.constant(v) for k, v in diagnostics.items()})
+        return out
+
+
+def write_refinement_samples(prior: PriorModule, dataset, out_dir, num_shards: int = 4, name: str = "samples",
+                             progress: bool = True, limit: int = None) -> dict:
+    """Runs the prior over a data-pipeline dataset (`tf_facetex.data.tfrecords.make_dataset`, one pass) and
+    writes refinement-sample shards ``out_dir/name-k-of-n.tfrecord`` atomically. Ground truth carried by
+    synthetic faces (gt_albedo_uv, gt_irradiance_uv) is passed through. Returns a summary dict."""
+    import pathlib
+
+    from tqdm import tqdm
+
+    from tf_facetex.data import tfrecords
+    from tf_facetex.prior.samples import encode_sample
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = [[] for _ in range(num_shards)]
+    count, errors, psnr = 0, [], []
+    bar = tqdm(desc=f"prior -> {out}", unit="img", disable=not progress)
+    for batch in dataset:
+        result = prior(batch["image"], batch["landmarks"], batch["mask"])
+        numpy = {k: v.numpy() for k, v in result.items()}
+        for b in range(numpy["image"].shape[0]):
+            sample = {k: numpy[k][b] for k in ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv",
+                                              "visibility_uv", "prior_albedo_uv", "normals_uv", "gamma",
+                                              "coeffs", "landmarks")}
+            if "gt_albedo_uv" in batch:
+                gt = batch["gt_albedo_uv"][b].numpy()
+                sample["albedo_gt_uv"] = gt / 65535.0 if gt.dtype == np.uint16 else gt
+            if "gt_irradiance_uv" in batch:
+                sample["irradiance_gt_uv"] = batch["gt_irradiance_uv"][b].numpy()
+            sample["source"] = batch["source_path"][b].numpy().decode()
+            shards[count % num_shards].append(encode_sample(sample))
+            count += 1
+            if "landmark_error" in numpy:
+                errors.append(float(numpy["landmark_error"][b]))
+            psnr.append(float(numpy["coarse_psnr"][b]))
+        bar.update(numpy["image"].shape[0])
+        if limit and count >= limit:
+            break
+    bar.close()
+    for k, records in enumerate(shards):
+        tfrecords.write_records_atomic(out / f"{name}-{k:05d}-of-{num_shards:05d}.tfrecord", records)
+    return {"count": count, "mean_landmark_error_px": float(np.mean(errors)) if errors else None,
+            "mean_coarse_psnr_db": float(np.mean(psnr)) if psnr else None, "out": str(out)}
