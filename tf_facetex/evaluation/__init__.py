@@ -1,0 +1,7 @@
+"""Evaluation on real photos with ground truth (CelebAMask-HQ parsing labels, AFLW2000-3D landmarks/pose).
+
+- ``real_photos``: mask metrics (IoU, precision, recall), landmark NME, yaw bins, pose-sign estimation,
+  dataset readers and the worst-case figure; used by ``scripts/eval_masks.py``,
+  ``scripts/eval_landmarks.py`` and ``scripts/train_parsing_net.py``.
+Importing this package does not import TensorFlow or dlib.
+"""
