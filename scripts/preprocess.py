@@ -45,8 +45,12 @@ flags.DEFINE_boolean("allow_rotation", True, "Align with a full similarity (remo
 flags.DEFINE_boolean("all_faces", False, "Write every face of a photo (largest first), not only the largest.")
 flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector: hog (fast) or cnn (MMOD; slower, "
                   "finds more rotated/small faces).")
-flags.DEFINE_enum("masker", "skin", ["skin", "hull"], "Face mask: 'skin' = landmark region x per-image skin "
-                  "colour model; 'hull' = landmark region only.")
+flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"],
+                  "Face mask: 'parsing' = the small face-parsing network (scripts/train_parsing_net.py; falls back "
+                  "to 'skin' with a log line when its weights are missing); 'skin' = landmark region x per-image "
+                  "skin colour model; 'hull' = landmark region only.")
+flags.DEFINE_string("parsing_weights", None, "Parsing-network weights (default: $TF_FACETEX_PARSING_NET or "
+                    "saved_models/parsing_net/parsing_net.keras).")
 flags.DEFINE_integer("max_detect_side", 1024, "Photos larger than this (longer side, px) are downscaled for detection.")
 flags.DEFINE_integer("min_side", 32, "Refuse photos smaller than this on either side (px).")
 flags.DEFINE_integer("max_megapixels", 50, "Refuse photos whose header claims more megapixels (checked before decoding).")
@@ -69,7 +73,7 @@ def main(argv):
             test_fraction=FLAGS.test_fraction, split_seed=FLAGS.split_seed, celeba_split=FLAGS.celeba_split,
             image_format=FLAGS.image_format, jpeg_quality=FLAGS.jpeg_quality, crop_size=FLAGS.crop_size,
             allow_rotation=FLAGS.allow_rotation, all_faces=FLAGS.all_faces, detector=FLAGS.detector,
-            masker=FLAGS.masker, max_detect_side=FLAGS.max_detect_side, min_side=FLAGS.min_side,
+            masker=FLAGS.masker, parsing_weights=FLAGS.parsing_weights, max_detect_side=FLAGS.max_detect_side, min_side=FLAGS.min_side,
             max_pixels=FLAGS.max_megapixels * 1_000_000, num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
             progress=FLAGS.progress, verbose=FLAGS.verbose)
         summary = tfrecords.run_preprocess(config, log=lambda msg: print(msg, file=sys.stderr))

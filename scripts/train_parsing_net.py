@@ -27,7 +27,8 @@ from tf_facetex import cli, io_utils, paths  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("celebamask_dir", None, "CelebAMask-HQ folder with images/ and masks/ "
                     "(default: <shared>/faces/celebamask_hq_mini/train).")
-flags.DEFINE_string("output", "outputs/parsing_net/parsing_net.keras", "Where the trained model (.keras) goes.")
+flags.DEFINE_string("output", "saved_models/parsing_net/parsing_net.keras", "Where the trained model (.keras) goes "
+                    "(the default is where preprocessing looks for it).")
 flags.DEFINE_string("cache", "outputs/parsing_net/train_crops.npz", "Cache of the aligned training crops.")
 flags.DEFINE_string("curves_png", None, "Training-curve figure (default: <output without suffix>_curves.png).")
 flags.DEFINE_integer("num_train", 800, "Training pool: the first N images by sorted name (never the held-out 200).")

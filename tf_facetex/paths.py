@@ -44,6 +44,13 @@ def faces_dir():
     return None
 
 
+def parsing_net_weights() -> pathlib.Path:
+    """Where the face-parsing network's weights are looked for (``$TF_FACETEX_PARSING_NET`` or
+    ``saved_models/parsing_net/parsing_net.keras``, written by scripts/train_parsing_net.py)."""
+    env = os.environ.get("TF_FACETEX_PARSING_NET")
+    return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "parsing_net" / "parsing_net.keras"
+
+
 def _is_ict_dir(path: pathlib.Path) -> bool:
     return (path / "FaceXModel" / "generic_neutral_mesh.obj").is_file()
 

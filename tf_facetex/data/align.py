@@ -208,7 +208,10 @@ class FacePreprocessor:
 
     Args:
       detector: "hog" / "cnn", or a ``FaceDetector``.
-      masker: a ``FaceMasker``, "skin" (``LandmarkSkinMasker``, default), "hull", or None (no mask).
+      masker: a ``FaceMasker``, "parsing" (the parsing network, default; it beats the substitute on
+        CelebAMask-HQ, IoU 0.938 vs 0.889; without trained weights it falls back to "skin" with a log line),
+        "skin" (``LandmarkSkinMasker``), "hull", or None (no mask).
+      parsing_weights: the parsing network's weights (default `tf_facetex.paths.parsing_net_weights()`).
       crop_size: side of the aligned crop (224 as in Deng et al.).
       allow_rotation: full similarity (default) or Deng's scale + translation.
       all_faces: every detected face (largest first) instead of only the largest.
@@ -218,14 +221,16 @@ class FacePreprocessor:
     the crop's valid area so that black padding never counts as face.
     """
 
-    def __init__(self, detector="hog", masker="skin", crop_size: int = CROP_SIZE, allow_rotation: bool = True,
-                 all_faces: bool = False, min_side: int = None, max_pixels: int = None, max_detect_side: int = 1024):
+    def __init__(self, detector="hog", masker="parsing", crop_size: int = CROP_SIZE, allow_rotation: bool = True,
+                 all_faces: bool = False, min_side: int = None, max_pixels: int = None, max_detect_side: int = 1024,
+                 parsing_weights=None, log=print):
+        from tf_facetex import paths
         from tf_facetex.data import images as _images
-        from tf_facetex.data import masks as _masks
         from tf_facetex.data.detect import FaceDetector
+        from tf_facetex.data.parsing_net import masker_from_name
         self.detector = FaceDetector(detector, max_side=max_detect_side) if isinstance(detector, str) else detector
         if isinstance(masker, str):
-            masker = {"skin": _masks.LandmarkSkinMasker, "hull": _masks.LandmarkHullMasker}[masker]()
+            masker = masker_from_name(masker, parsing_weights or paths.parsing_net_weights(), log=log)
         self.masker = masker
         self.crop_size = crop_size
         self.allow_rotation = allow_rotation

@@ -293,7 +293,8 @@ class PreprocessConfig:
     allow_rotation: bool = True
     all_faces: bool = False
     detector: str = "hog"
-    masker: str = "skin"
+    masker: str = "parsing"
+    parsing_weights: Optional[str] = None
     max_detect_side: int = 1024
     min_side: int = 32
     max_pixels: int = 50_000_000
@@ -605,7 +606,8 @@ def run_preprocess(config: PreprocessConfig, log=print) -> dict:
     if already:
         log(f"[preprocess] skipping {len(already)} finished shard(s): {_ranges(already)}")
 
-    preprocessor_kwargs = dict(detector=config.detector, masker=config.masker, crop_size=config.crop_size,
+    preprocessor_kwargs = dict(detector=config.detector, masker=config.masker, parsing_weights=config.parsing_weights,
+                               crop_size=config.crop_size,
                                allow_rotation=config.allow_rotation, all_faces=config.all_faces,
                                min_side=config.min_side, max_pixels=config.max_pixels,
                                max_detect_side=config.max_detect_side)
