@@ -79,8 +79,9 @@ def test_visibility_on_the_procedural_face(tiny_model):
     posed = camera.rigid_transform(tf.constant(np.repeat(tiny_model.mean_shape[None], 2, 0)), angles,
                                    tf.constant([[0.0, 0.0, -1.0]] * 2, tf.float32))
     pixels, depth = camera.project(posed, 64)
-    for cull in (False, True):
-        triangle_id, ties = assert_matches_reference(pixels.numpy(), depth.numpy(), tiny_model.triangles, 64, cull)
+    for index, cull in ((0, False), (1, True)):
+        triangle_id, _ = assert_matches_reference(pixels.numpy()[index:index + 1], depth.numpy()[index:index + 1],
+                                                  tiny_model.triangles, 64, cull)
         assert (triangle_id >= 0).mean() > 0.2
 
 
@@ -127,18 +128,17 @@ def test_depth_keys_round_trip_and_order():
     assert list(np.argsort(keys.numpy())) == [0, 2, 1, 3]
 
 
-def test_visibility_under_xla_and_tf_function_equals_eager():
+def test_visibility_under_xla_equals_eager():
     rng = np.random.default_rng(11)
     # Small image: XLA compiles one loop per window class (log2(H * W) + 1 of them).
     pixels, depth, triangles = random_mesh(rng, 80, 12, 14, num_huge=2)
     size = (12, 14)
+    # Eager calls run the dynamic schedule as a traced graph; the renderer tests cover jit_static_parts.
     eager = rasterize.visibility(pixels, depth, triangles, size, cull_backfaces=True)
-    graph = tf.function(lambda p, d: rasterize.visibility(p, d, triangles, size, cull_backfaces=True))(pixels, depth)
     xla = tf.function(lambda p, d: rasterize.visibility(p, d, triangles, size, cull_backfaces=True),
                       jit_compile=True)(pixels, depth)
-    jit_parts = rasterize.visibility(pixels, depth, triangles, size, cull_backfaces=True, jit_static_parts=True)
     assert (eager[0].numpy() >= 0).mean() > 0.5
-    for other in (graph, xla, jit_parts):
+    for other in (xla,):
         np.testing.assert_array_equal(other[0].numpy(), eager[0].numpy())
         np.testing.assert_allclose(other[1].numpy(), eager[1].numpy(), rtol=1e-5)   # XLA fuses differently
 

@@ -251,7 +251,7 @@ def test_render_uv_maps_gradient_check():
         assert np.abs(theoretical[0]).max() > 0.0
 
 
-def test_jit_stages_and_512_images(tiny_model, tiny_renderer):
+def test_jit_stages_give_the_same_results(tiny_model, tiny_renderer):
     jitted = FaceRenderer(tiny_model, image_size=64, uv_size=64, jit_stages=True)
     posed = posed_batch(tiny_model, [[0.1, 0.3, 0.0], [0.0, -0.2, 0.1]], (0.0, 0.0, -2.0))
     albedo_uv = tf.random.stateless_uniform([2, 64, 64, 3], [1, 1])
@@ -260,11 +260,6 @@ def test_jit_stages_and_512_images(tiny_model, tiny_renderer):
     for renderer in (tiny_renderer, jitted):
         raster = renderer.rasterize(posed)
         image, _ = renderer.render(albedo_uv, gamma, raster, renderer.normals_uv(posed))
-        outputs.append((raster.triangle_id.numpy(), image.numpy(), renderer.unwrap(image, posed, raster).texture))
+        outputs.append((raster.triangle_id.numpy(), image.numpy()))
     np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
-    np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-4)
-    np.testing.assert_allclose(outputs[0][2].numpy(), outputs[1][2].numpy(), atol=1e-4)
-    large = FaceRenderer(tiny_model, image_size=512, uv_size=64, jit_stages=False)
-    raster = large.rasterize(posed)
-    image, mask = large.render(albedo_uv, gamma, raster, large.normals_uv(posed))
-    assert image.shape == (2, 512, 512, 3) and mask.numpy().mean() > 0.1
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-4)     # (the slow tests unwrap with XLA)

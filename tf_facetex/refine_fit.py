@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tf_facetex import sh
 from tf_facetex import losses as L
-from tf_facetex.rendering.interpolate import bilinear_sample
+from tf_facetex.rendering import uv as uv_lib
 
 
 @dataclasses.dataclass
@@ -33,7 +33,7 @@ class UVFitConfig:
 
 def render_from_lookup(maps_uv, pixel_uv, proj_mask):
     """UV maps [B, S, S, C] sampled at every pixel's texel position [B, H, W, 2] -> [B, H, W, C] (x proj_mask)."""
-    return bilinear_sample(maps_uv, pixel_uv) * proj_mask
+    return uv_lib.render_uv_maps(maps_uv, pixel_uv, proj_mask)
 
 
 def shade_uv(albedo_uv, light_uv, normals_uv):

@@ -257,7 +257,7 @@ class FaceRenderer(tf.Module):
         """Unwraps a photo into UV space with its visibility mask and the texel -> image lookup.
 
         Args:
-          image: [B, H, W, C] at the renderer's image size.
+          image: [B, H, W, C] at the renderer's image size (any dtype; sampled as float32, values kept).
           posed_vertices: [B, N, 3] posed vertices (the camera frame of the image).
           raster: the image `Raster` of the same vertices (rasterised here when None).
         Returns:
@@ -265,7 +265,7 @@ class FaceRenderer(tf.Module):
         """
         if raster is None:
             raster = self.rasterize(posed_vertices)
-        return Unwrapped(*self._unwrap(tf.convert_to_tensor(image, tf.float32),
+        return Unwrapped(*self._unwrap(tf.cast(image, tf.float32),
                                        tf.convert_to_tensor(posed_vertices, tf.float32),
                                        raster.triangle_id, raster.depth))
 

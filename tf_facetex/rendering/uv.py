@@ -41,9 +41,9 @@ class UVRaster:
     barycentrics: np.ndarray       # [S, S, 3] float32 barycentrics in that triangle (0 outside)
     mask: np.ndarray               # [S, S] bool, triangle_id >= 0 (the uv_mask)
     fill_triangle_id: np.ndarray   # [S, S] int32 like triangle_id, extended over the gutter
-    fill_barycentrics: np.ndarray  # [S, S, 3] float32, extended over the gutter (clamped to the triangle)
     corner_vertices: np.ndarray    # [S, S, 3] int32 geometry vertices of fill_triangle_id (0 where none)
-    corner_weights: np.ndarray     # [S, S, 3] float32 fill_barycentrics, 0 where no triangle
+    corner_weights: np.ndarray     # [S, S, 3] float32 barycentrics in fill_triangle_id (clamped onto the
+                                   # triangle in the gutter), 0 where no triangle
     symmetry_index: np.ndarray     # [S * S] int32 flat texel index of each texel's left-right mirror
 
 
@@ -146,7 +146,6 @@ def build_uv_raster(model, size=256, gutter=2) -> UVRaster:
         barycentrics=barycentrics.astype(np.float32),
         mask=mask,
         fill_triangle_id=fill_id.astype(np.int32),
-        fill_barycentrics=fill_barycentrics.astype(np.float32),
         corner_vertices=corner_vertices,
         corner_weights=fill_barycentrics.astype(np.float32),
         symmetry_index=_symmetry_index(model, size, triangle_id, barycentrics, mask))
