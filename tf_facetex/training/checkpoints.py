@@ -1,0 +1,156 @@
+"""Checkpoints of a training run (nets, both optimisers, step, epoch), a finite-state guard, and stop signals.
+
+- `make_checkpoint(trainer)`: the tf.train.Checkpoint of everything a resumed run needs.
+- `CheckpointKeeper`: a CheckpointManager that refuses to write a state with NaN/Inf in it (so the newest checkpoint
+  on disk is always a good one) and, under MultiWorkerMirroredStrategy, lets every worker take part in the save
+  (collective ops) while only the chief writes into the run folder.
+- `StopSignal`: turns SIGTERM (and Ctrl-C) into a flag the loop checks after each step, so a killed run saves the
+  step it is at and loses nothing.
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import signal
+import tempfile
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from tf_facetex.errors import TrainingError
+
+CHECKPOINT_PREFIX = "ckpt"
+
+
+def make_checkpoint(trainer) -> tf.train.Checkpoint:
+    """tf.train.Checkpoint of a FaceTexTrainer: generator, discriminator, both optimisers, step and epoch."""
+    return tf.train.Checkpoint(generator=trainer.generator, discriminator=trainer.discriminator,
+                               g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer,
+                               step=trainer.step, epoch=trainer.epoch)
+
+
+def checkpointed_variables(trainer) -> list:
+    """Every variable a checkpoint holds (nets incl. BatchNorm statistics, optimiser slots, counters)."""
+    return (list(trainer.generator.variables) + list(trainer.discriminator.variables)
+            + list(trainer.g_optimizer.variables) + list(trainer.d_optimizer.variables))
+
+
+def non_finite_variables(variables) -> list:
+    """Names (paths) of the floating-point variables holding a NaN or an Inf."""
+    bad = []
+    for variable in variables:
+        value = tf.convert_to_tensor(variable)
+        if value.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(value))):
+            bad.append(getattr(variable, "path", None) or variable.name)
+    return bad
+
+
+def checkpoint_step(path) -> int:
+    """The step stored in a checkpoint (read from the file, no model needed)."""
+    reader = tf.train.load_checkpoint(str(path))
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith("step/"):
+            return int(reader.get_tensor(key))
+    raise TrainingError(f"{path}: not a training checkpoint (no step)")
+
+
+def checkpoint_is_finite(path) -> bool:
+    """True when every floating-point tensor in the checkpoint file is finite."""
+    reader = tf.train.load_checkpoint(str(path))
+    for key in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(key)
+        if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return False
+    return True
+
+
+class CheckpointKeeper:
+    """Saves and restores a trainer's checkpoints in `directory`, never a non-finite state.
+
+    Args:
+      directory: the run's checkpoint folder.
+      trainer: a compiled FaceTexTrainer (optimisers built, so slots restore exactly).
+      max_to_keep: checkpoints kept (older ones deleted).
+      is_chief: False on non-chief workers of a multi-worker run: they save into a temporary folder (their save is
+        needed for the collective ops) that is deleted straight after.
+    """
+
+    def __init__(self, directory, trainer, max_to_keep=3, is_chief=True):
+        self.directory = pathlib.Path(directory)
+        self.trainer = trainer
+        self.is_chief = is_chief
+        self.checkpoint = make_checkpoint(trainer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=max_to_keep,
+                                                  checkpoint_name=CHECKPOINT_PREFIX)
+
+    @property
+    def latest(self):
+        """Path prefix of the newest checkpoint, or None."""
+        return self.manager.latest_checkpoint
+
+    def restore_latest(self):
+        """Restores the newest checkpoint; returns its step, or None when the folder has none."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            return None
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise TrainingError(f"{path}: cannot restore into this model ({' '.join(str(err).split())[:300]}); "
+                                "was it trained with another network preset or UV size?") from err
+        return int(self.trainer.step.numpy())
+
+    def save(self) -> str:
+        """Saves at the trainer's current step after checking every variable is finite.
+
+        Raises:
+          TrainingError: a variable holds NaN/Inf; nothing is written, the previous checkpoint stays the newest.
+        """
+        step = int(self.trainer.step.numpy())
+        bad = non_finite_variables(checkpointed_variables(self.trainer))
+        if bad:
+            raise TrainingError(f"not saving step {step}: non-finite values in {len(bad)} variables (e.g. {bad[0]}); "
+                                f"last good checkpoint: {self.latest or 'none'}")
+        if self.is_chief:
+            return self.manager.save(checkpoint_number=step)
+        scratch = tempfile.mkdtemp(prefix="facetex-worker-ckpt-")
+        try:
+            return self.checkpoint.write(str(pathlib.Path(scratch) / CHECKPOINT_PREFIX))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+class StopSignal:
+    """Context manager: SIGTERM / SIGINT set `requested` instead of killing the process.
+
+    The training loop checks `requested` after every step, saves a checkpoint and stops; a killed run therefore
+    loses no step. A second Ctrl-C raises KeyboardInterrupt at once (for a stuck run). Handlers can only be
+    installed in the main thread; elsewhere the context does nothing but still offers `request()`.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+        self.signals = tuple(signals)
+        self.requested = False
+        self.signal_name = None
+        self._previous = {}
+
+    def request(self, signum=signal.SIGTERM, frame=None):
+        """The handler (tests call it directly to simulate a kill)."""
+        del frame
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self.request)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        return False
