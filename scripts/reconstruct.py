@@ -1,0 +1,120 @@
+"""Reconstructs re-renderable faces from photos: albedo UV texture, SH illumination map, mesh, renders.
+
+    python scripts/reconstruct.py --input photo.jpg --output_dir out/
+    python scripts/reconstruct.py --input photos/ --output_dir out/ --all_faces --checkpoint runs/paper
+
+For every face, ``out/<image stem>[_face<k>]/`` gets albedo.png, illumination.npy, shading.png, mesh.obj/.mtl,
+coefficients.json, render_detailed.png, render_coarse.png, overlay.jpg, turntable.png (see the README's
+"Outputs"). A face folder appears only when it is complete. Failing inputs (unreadable, no face) are listed at the
+end and in ``out/errors.json``; the exit status is non-zero only when every input failed. ``out/index.html`` is a
+contact sheet of all results in the folder.
+
+Default path (no weights): the per-image fit for the prior and the UV-space fit for the details. With
+``--checkpoint`` (a scripts/train.py run folder) the trained refinement network replaces the UV fit.
+"""
+from absl import flags
+
+from tf_facetex import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively; .jpg .jpeg .png "
+                    ".webp .bmp).")
+flags.DEFINE_string("output_dir", None, "Output folder; one sub-folder per face, plus index.html and errors.json.")
+flags.DEFINE_string("checkpoint", None, "Trained refinement network: a scripts/train.py run folder (run_config.json "
+                    "+ checkpoints/), its checkpoints/ folder or a checkpoint prefix. Default: no network, the "
+                    "per-image UV fit (slower, needs no weights).")
+flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/archive or BFM_model_front.mat. "
+                    "Default: $TF_FACETEX_FACE_MODEL, then the cached/shared ICT-FaceKit (see README, Assets).")
+flags.DEFINE_bool("all_faces", False, "Reconstruct every face of a photo (folders <stem>_face0, _face1, ... largest "
+                  "first) instead of only the largest.")
+flags.DEFINE_enum("prior", "fit", ["fit", "regressor"], "Prior coefficients from the per-image landmark + "
+                  "photometric fit (no weights) or from the trained ResNet regressor (--regressor_weights).")
+flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5) for --prior=regressor.")
+flags.DEFINE_string("regressor_backbone", "resnet50", "Backbone the regressor weights were trained with.")
+flags.DEFINE_integer("uv_size", None, "UV texture size S (albedo.png is S x S). Default 256, or the checkpoint's.")
+flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (without --checkpoint). Fewer is "
+                     "faster and smoother; 150 is the tested default.")
+flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=fit).")
+flags.DEFINE_integer("batch_size", 1, "Faces reconstructed together (more uses more memory; the fit runs jointly).")
+flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj geometry: 'unposed' = fitted identity + "
+                  "expression in the model frame (centred, facing +z); 'posed' = as seen in the photo (world frame, "
+                  "camera at z = +1 m).")
+flags.DEFINE_string("turntable_light", "studio", "Light preset of turntable.png (see scripts/relight.py --help).")
+flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector (cnn: slower, finds more faces).")
+flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (which pixels the fit explains and "
+                  "the unwrap keeps): the parsing network (falls back to 'skin' when its weights are missing), the "
+                  "landmark + skin-colour mask, or the landmark hull.")
+flags.DEFINE_bool("recursive", True, "Search sub-folders of --input.")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def main(argv):
+    del argv
+    import pathlib
+
+    from tf_facetex import pipeline
+    from tf_facetex.errors import FaceTexError
+    from tf_facetex.lighting_presets import PRESET_NAMES
+
+    if not FLAGS.input or not FLAGS.output_dir:
+        raise FaceTexError("--input and --output_dir are required (see --help)")
+    if FLAGS.prior == "regressor" and not FLAGS.regressor_weights:
+        raise FaceTexError("--prior=regressor needs --regressor_weights (or use the default --prior=fit)")
+    for name in ("checkpoint", "face_model", "regressor_weights"):
+        value = getattr(FLAGS, name)
+        if value and not pathlib.Path(value).expanduser().exists():
+            raise FaceTexError(f"--{name} {value}: not found")
+    if FLAGS.turntable_light not in PRESET_NAMES:
+        raise FaceTexError(f"--turntable_light must be one of {', '.join(PRESET_NAMES)}")
+    if FLAGS.fit_steps < 1 or FLAGS.batch_size < 1 or (FLAGS.uv_size is not None and FLAGS.uv_size < 16):
+        raise FaceTexError("--fit_steps and --batch_size must be >= 1 and --uv_size >= 16")
+    inputs = pipeline.resolve_inputs(FLAGS.input, recursive=FLAGS.recursive)
+    out_dir = pipeline.check_output_dir(FLAGS.output_dir)
+    preprocessor = pipeline.FaceFinder(detector=FLAGS.detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
+
+    def make_reconstructor():
+        from tf_facetex.face_model import load_face_model
+
+        model = load_face_model(FLAGS.face_model)
+        net, uv_size = None, FLAGS.uv_size
+        if FLAGS.checkpoint:
+            net, info = pipeline.load_refinement_net(FLAGS.checkpoint)
+            if uv_size and uv_size != info["uv_size"]:
+                raise FaceTexError(f"--uv_size {uv_size} but the checkpoint was trained at {info['uv_size']}")
+            uv_size = info["uv_size"]
+        config = pipeline.ReconstructionConfig(prior=FLAGS.prior, uv_size=uv_size or pipeline.DEFAULT_UV_SIZE,
+                                               fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
+                                               turntable_light=FLAGS.turntable_light)
+        regressor = None
+        if FLAGS.prior == "regressor":
+            from tf_facetex.prior.regressor import load_regressor
+            regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
+        reconstructor = pipeline.Reconstructor(model, config, regressor=regressor)
+        if net is not None:
+            reconstructor.use_refiner(pipeline.NetworkRefiner(net, reconstructor.renderer.uv_mask,
+                                                              source=FLAGS.checkpoint))
+        refiner = reconstructor.refiner.describe()
+        print(f"[reconstruct] prior: {FLAGS.prior}; details: {refiner['name']}"
+              + (f" ({refiner.get('steps')} steps)" if refiner["name"] == "fit" else f" ({FLAGS.checkpoint})")
+              + f"; UV {config.uv_size}")
+        return reconstructor
+
+    summary = pipeline.reconstruct_inputs(
+        inputs, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
+        options=pipeline.OutputOptions(mesh_pose=FLAGS.mesh_pose), all_faces=FLAGS.all_faces,
+        progress=FLAGS.progress, verbose=FLAGS.verbose)
+    for output in summary.outputs:
+        metrics = output["metrics"]
+        print(f"  {output['folder']}/  R(A',L') {metrics['detailed_psnr_db']:.2f} dB, R(A',L) "
+              f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)")
+    for error in summary.errors:
+        print(f"  failed: {error['error']}")
+    print(f"[reconstruct] {len(summary.outputs)} face(s) from {summary.inputs - summary.failed_inputs}/"
+          f"{summary.inputs} input(s) in {summary.seconds:.1f} s -> {out_dir}/ (contact sheet: {out_dir}/index.html"
+          + (f"; errors: {out_dir}/errors.json" if summary.errors else "") + ")")
+    if summary.all_failed:
+        raise FaceTexError(f"all {summary.inputs} input(s) failed (listed in {out_dir}/errors.json)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
