@@ -1,0 +1,59 @@
+"""Compares method variants on refinement samples: the paper's Table 1 columns, and albedo error with ground truth.
+
+    python scripts/evaluate.py --flagfile configs/eval_synthetic.cfg --json docs/results/eval_synthetic.json
+
+Variants (--variants): prior (3DMM albedo + coarse light), unwrapped (the photo's texture as albedo), fit (the
+no-weights UV fit, OD and OC), and every --checkpoints entry name=RUN (a trained RefinementNet, OD and OC; use
+it for ablation runs too). Writes one JSON, a markdown table next to it (.md) and a PNG figure (--figure):
+input | each variant's re-render | each variant's albedo, for the first images.
+"""
+from absl import flags
+
+from tf_facetex import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "Refinement-sample shards (glob), e.g. from scripts/make_refinement_samples.py.")
+flags.DEFINE_list("variants", ["prior", "unwrapped", "fit"], "Built-in variants: prior, unwrapped, fit.")
+flags.DEFINE_list("checkpoints", [], "Trained networks as name=run_folder (OD and OC rows each).")
+flags.DEFINE_string("face_model", "default", "Face model of the samples ('default' or a path): UV mask/symmetry.")
+flags.DEFINE_enum("identity", "dlib", ["dlib", "none"], "Identity-similarity column (dlib ResNet) or none.")
+flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).")
+flags.DEFINE_integer("batch_size", 8, "Images per batch.")
+flags.DEFINE_integer("fit_steps", 150, "Steps of the fit variant.")
+flags.DEFINE_string("json", None, "Output JSON (the markdown table goes next to it with .md).")
+flags.DEFINE_string("figure", None, "Output PNG comparing the variants on the first images.")
+flags.DEFINE_string("title", "", "Title of the markdown table.")
+
+
+def main(argv):
+    del argv
+    import pathlib
+
+    from tf_facetex import io_utils
+    from tf_facetex.errors import FaceTexError
+    from tf_facetex.evaluation.benchmark import evaluate_variants, markdown_table, variant_figure
+    from tf_facetex.training.trainer import inspect_samples
+
+    if not FLAGS.data or not FLAGS.json:
+        raise FaceTexError("--data and --json are required (see --help)")
+    sizes = inspect_samples(FLAGS.data)  # image/UV size, coefficient count, ground truth: from the first record
+    checkpoints = {}
+    for entry in FLAGS.checkpoints:
+        if "=" not in entry:
+            raise FaceTexError(f"--checkpoints entry '{entry}' should be name=run_folder")
+        name, path = entry.split("=", 1)
+        checkpoints[name] = path
+    result, figure = evaluate_variants(FLAGS.data, sizes, FLAGS.variants, checkpoints, face_model=FLAGS.face_model,
+                                       identity=FLAGS.identity, limit=FLAGS.limit or None,
+                                       batch_size=FLAGS.batch_size, fit_steps=FLAGS.fit_steps,
+                                       want_figure=bool(FLAGS.figure))
+    io_utils.write_json(FLAGS.json, result)
+    table = markdown_table(result, FLAGS.title)
+    io_utils.write_text(pathlib.Path(FLAGS.json).with_suffix(".md"), table)
+    if FLAGS.figure:
+        io_utils.write_image(FLAGS.figure, variant_figure(figure))
+    print(table)
+
+
+if __name__ == "__main__":
+    cli.run(main)

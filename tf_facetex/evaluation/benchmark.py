@@ -1,0 +1,133 @@
+"""Runs method variants over refinement samples and tabulates the metrics (scripts/evaluate.py)."""
+import collections
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from tf_facetex import visualize
+from tf_facetex.evaluation import variants as V
+
+COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
+           ("identity", "identity ↑", "{:.3f}"))
+ALBEDO_COLUMNS = (("albedo_si_rmse", "albedo si-RMSE ↓", "{:.4f}"), ("albedo_ssim", "albedo SSIM ↑", "{:.3f}"),
+                  ("albedo_seen_si_rmse", "seen-texel si-RMSE ↓", "{:.4f}"),
+                  ("relight_rmse", "relight RMSE ↓", "{:.4f}"))
+
+
+def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps):
+    from tf_facetex.refine_fit import UVFitConfig
+
+    built = collections.OrderedDict()
+    for name in names:
+        if name == "prior":
+            built[name] = V.prior_variant
+        elif name == "unwrapped":
+            built[name] = V.unwrapped_variant
+        elif name == "fit":
+            built[name] = V.FitVariant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps))
+        else:
+            raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit; networks via --checkpoints)")
+    for name, path in checkpoints.items():
+        from tf_facetex.pipeline import load_refinement_net
+        net, _ = load_refinement_net(path, log=lambda *_: None)
+        built[name] = V.NetworkVariant(net, uv_mask)
+    return built
+
+
+def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", identity="dlib", limit=None,
+                      batch_size=8, fit_steps=150, want_figure=False):
+    """Returns (result dict for JSON, figure data).
+
+    ``sizes``: `tf_facetex.training.trainer.inspect_samples` of the shards (image/UV size, coefficient count,
+    whether they carry ground truth)."""
+    from tf_facetex.prior.samples import sample_dataset
+    from tf_facetex.training.trainer import uv_layout
+
+    image_size, uv_size = int(sizes["image_size"]), int(sizes["uv_size"])
+    uv_mask, symmetry_index = uv_layout(face_model, uv_size, log=lambda *_: None)
+    uv_mask = tf.constant(uv_mask, tf.float32)
+    encoder = None
+    if identity == "dlib":
+        from tf_facetex.identity import get_identity_encoder
+        encoder = get_identity_encoder("dlib")
+    variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps)
+    with_gt = bool(sizes["has_ground_truth"])
+    dataset = sample_dataset(pattern, batch_size, image_size, uv_size, int(sizes["num_coeffs"]), training=False,
+                             with_ground_truth=with_gt, deterministic=True)
+    values = {name: collections.defaultdict(list) for name in variants}
+    has_light = {}
+    figure = {"input": [], "renders": collections.defaultdict(list), "albedos": collections.defaultdict(list)}
+    count = 0
+    for batch in tqdm(dataset, desc="evaluate", unit="batch"):
+        for name, variant in variants.items():
+            output = variant(batch)
+            has_light[name] = output["light_uv"] is not None
+            for key, value in V.evaluate_batch(batch, output, uv_mask, encoder).items():
+                values[name][key].extend(np.asarray(value).tolist())
+            if want_figure and len(figure["input"]) < 4:
+                detailed, _ = V.renders(batch, output["albedo_uv"], output["light_uv"])
+                shown = V.composite(detailed, batch["image"], batch["face_mask"]).numpy()
+                figure["renders"][name].extend(shown[: 4 - len(figure["input"])])
+                figure["albedos"][name].extend(np.clip(output["albedo_uv"].numpy(), 0, 1)[: 4 - len(figure["input"])])
+        if want_figure and len(figure["input"]) < 4:
+            figure["input"].extend(batch["image"].numpy()[: 4 - len(figure["input"])])
+            if with_gt:
+                figure["albedos"]["ground truth"].extend(batch["albedo_gt_uv"].numpy()[: 4 - len(figure["input"])])
+        count += int(batch["image"].shape[0])
+        if limit and count >= limit:
+            break
+    table = {name: {key: float(np.mean(v)) for key, v in metrics.items()} for name, metrics in values.items()}
+    spread = {name: {key: float(np.std(v)) for key, v in metrics.items()} for name, metrics in values.items()}
+    return {"images": count, "data": pattern, "ground_truth": with_gt, "variants": table, "std": spread,
+            "detailed_light": has_light,
+            "identity_network": V.IDENTITY_NOTE if encoder is not None else "not computed",
+            "checkpoints": checkpoints, "fit_steps": fit_steps}, figure
+
+
+def _rows(result):
+    """(row label, metric prefix) pairs: OD and OC for variants with a detailed light, one row otherwise."""
+    rows = []
+    for name in result["variants"]:
+        if result["detailed_light"].get(name):
+            rows += [(f"{name} OD (A', L')", name, "od"), (f"{name} OC (A', L)", name, "oc")]
+        else:
+            rows.append((f"{name} (A, L)" if name == "prior" else f"{name}", name, "oc"))
+    return rows
+
+
+def markdown_table(result, title=""):
+    lines = [f"### {title}" if title else "", f"{result['images']} images from `{result['data']}`.", ""]
+    header = ["variant"] + [label for _, label, _ in COLUMNS]
+    gt = result["ground_truth"]
+    if gt:
+        header += [label for _, label, _ in ALBEDO_COLUMNS]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, name, tag in _rows(result):
+        metrics = result["variants"][name]
+        cells = [label]
+        for key, _, fmt in COLUMNS:
+            value = metrics.get(f"{tag}_{key}")
+            cells.append(fmt.format(value) if value is not None else "–")
+        if gt:
+            for key, _, fmt in ALBEDO_COLUMNS:
+                value = metrics.get(key)
+                cells.append(fmt.format(value) if value is not None else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Identity: {result['identity_network']}.", ""]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def variant_figure(figure, cell=160):
+    rows = []
+    inputs = figure["input"]
+    for i, image in enumerate(inputs):
+        row = [visualize.label(cv2.resize(image, (cell, cell)), "input")]
+        for name, renders in figure["renders"].items():
+            row.append(visualize.label(cv2.resize(renders[i], (cell, cell)), name))
+        for name, albedos in figure["albedos"].items():
+            if i < len(albedos):
+                row.append(visualize.label(cv2.resize(albedos[i], (cell, cell)), f"A: {name}"))
+        rows.append(row)
+    return visualize.grid(rows)
