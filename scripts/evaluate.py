@@ -28,6 +28,7 @@ flags.DEFINE_string("title", "", "Title of the markdown table.")
 def main(argv):
     del argv
     import pathlib
+    import sys
 
     from tf_facetex import io_utils
     from tf_facetex.errors import FaceTexError
@@ -47,6 +48,7 @@ def main(argv):
                                        identity=FLAGS.identity, limit=FLAGS.limit or None,
                                        batch_size=FLAGS.batch_size, fit_steps=FLAGS.fit_steps,
                                        want_figure=bool(FLAGS.figure))
+    result["command"] = " ".join(["python", *sys.argv])
     io_utils.write_json(FLAGS.json, result)
     table = markdown_table(result, FLAGS.title)
     io_utils.write_text(pathlib.Path(FLAGS.json).with_suffix(".md"), table)
