@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pathlib
 import sys
-import tempfile
+
+from tf_facetex import io_utils
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = ROOT / "docs" / "results"
@@ -422,26 +422,8 @@ def render(results_dir) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_atomic(path, text):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def make_results(results_dir=DEFAULT_RESULTS, out=DEFAULT_OUT) -> pathlib.Path:
-    return write_atomic(out, render(results_dir))
+    return io_utils.write_text(out, render(results_dir))  # atomic: temporary file, then rename
 
 
 def main(argv=None):

@@ -160,6 +160,10 @@ def test_atomic_writes_leave_no_temporaries(tmp_path):
     io_utils.write_json(tmp_path / "a.json", {"k": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.tfrecord"]
     assert tfrecords.read_records(tmp_path / "a.tfrecord") == [b"x", b"y"]
+    # The temporary file was private (mkstemp); the result has the mode of a plain open() under the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # ------------------------------------------------------------------------ preprocessing entry point

@@ -21,11 +21,19 @@ def atomic_path(path):
     os.close(handle)
     try:
         yield pathlib.Path(tmp)
+        # mkstemp creates the file private (0600); give the result the mode a plain open() would (umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path, data: bytes):
