@@ -91,27 +91,10 @@ flags.DEFINE_integer("poison_step", 0, "Testing the NaN guard: the batch of this
 
 def parse_weights(pairs):
     """['term=value', ...] -> {term: float}; ValueError names the bad pair."""
-    weights = {}
-    for pair in pairs:
-        term, _, value = pair.partition("=")
-        if term.strip() not in TERM_FLAGS or not value:
-            raise ValueError(f"{pair!r} is not term=value with a term among {', '.join(TERM_FLAGS)}")
-        try:
-            weights[term.strip()] = float(value)
-        except ValueError as err:
-            raise ValueError(f"{pair!r}: {err}") from err
-    return weights
+    return cli.parse_name_values(pairs, TERM_FLAGS, "term")
 
 
-def _valid_weights(pairs):
-    try:
-        parse_weights(pairs)
-    except ValueError as err:
-        raise flags.ValidationError(str(err)) from err
-    return True
-
-
-flags.register_validator("loss_weights", _valid_weights)
+cli.register_name_values_validator("loss_weights", TERM_FLAGS, "term")
 
 
 def config_from_flags():

@@ -37,3 +37,29 @@ def run(main):
             sys.exit(130)
 
     app.run(wrapped)
+
+
+def parse_name_values(pairs, allowed, what: str = "name") -> dict:
+    """['name=value', ...] -> {name: float}; ValueError names the bad pair (e.g. --loss_weights=image=2)."""
+    values = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name.strip() not in allowed or not value:
+            raise ValueError(f"{pair!r} is not {what}=value with a {what} among {', '.join(allowed)}")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError as err:
+            raise ValueError(f"{pair!r}: {err}") from err
+    return values
+
+
+def register_name_values_validator(flag_name: str, allowed, what: str = "name"):
+    """Validates a list flag of name=value pairs at parse time (a clear flag error instead of a traceback)."""
+    def valid(pairs):
+        try:
+            parse_name_values(pairs, allowed, what)
+        except ValueError as err:
+            raise flags.ValidationError(str(err)) from err
+        return True
+
+    flags.register_validator(flag_name, valid)

@@ -121,6 +121,24 @@ class CheckpointKeeper:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def refuse_to_overwrite(keeper, resume: bool):
+    """A new run must not silently mix with an old one's checkpoints in the same folder."""
+    if not resume and keeper.latest is not None:
+        raise TrainingError(f"{keeper.directory} already has checkpoints (newest {keeper.latest}); pass --resume to "
+                            "continue that run or choose a new --model_dir")
+
+
+def resume_step(keeper, resume: bool, log, tag: str) -> int:
+    """Restores the newest checkpoint when ``resume`` (model, optimisers, step) and returns the step to start at."""
+    if not resume:
+        return 0
+    restored = keeper.restore_latest()
+    if restored is None:
+        log(f"[{tag}] --resume: no checkpoint in {keeper.directory}, starting at step 0")
+        return 0
+    return restored
+
+
 class StopSignal:
     """Context manager: SIGTERM / SIGINT set `requested` instead of killing the process.
 

@@ -698,6 +698,7 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
 
     from tf_facetex.prior.samples import count_records, sample_dataset
     from tf_facetex.training import summaries
+    from tf_facetex.training import checkpoints
     from tf_facetex.training.checkpoints import CheckpointKeeper, StopSignal
 
     strategy = strategy or make_strategy(config.strategy)  # first: multi-worker must precede other TF work
@@ -727,21 +728,14 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
         embed_fn = make_embed_fn(config.identity, config.identity_weights or None)
         trainer = build_trainer(config, uv_size, uv_mask, symmetry_index, steps_per_epoch, embed_fn)
     keeper = CheckpointKeeper(model_dir / "checkpoints", trainer, config.keep_checkpoints, is_chief=chief)
-    if not config.resume and keeper.latest is not None:
-        raise TrainingError(f"{keeper.directory} already has checkpoints (newest {keeper.latest}); pass --resume to "
-                            "continue that run or choose a new --model_dir")
+    checkpoints.refuse_to_overwrite(keeper, config.resume)
     if chief:
         record = {**dataclasses.asdict(config), "image_size": image_size, "uv_size": uv_size,
                   "num_coeffs": num_coeffs, "steps_per_epoch": steps_per_epoch}
         _check_run_config(model_dir, record, config.resume, log)
-    start_step = 0
-    if config.resume:
-        restored = keeper.restore_latest()
-        if restored is None:
-            log(f"[train] --resume: no checkpoint in {keeper.directory}, starting at step 0")
-        else:
-            start_step = restored
-            log(f"[train] resumed from {keeper.latest}: step {start_step}, epoch {int(trainer.epoch.numpy())}")
+    start_step = checkpoints.resume_step(keeper, config.resume, log, "train")
+    if start_step:
+        log(f"[train] resumed from {keeper.latest}: step {start_step}, epoch {int(trainer.epoch.numpy())}")
     trainer.update_epoch()
 
     def dataset_fn(context):
