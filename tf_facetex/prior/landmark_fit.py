@@ -56,6 +56,7 @@ class LandmarkFitter:
         weights[:17] *= config.jaw_weight
         self._weights = tf.constant(weights / weights.sum())
         self._blendshapes = is_blendshape_model(model)
+        self._optimise = self._build_optimise()
 
     def landmarks_3d(self, id_coeffs, exp_coeffs):
         """[B, I], [B, E] -> [B, 68, 3] model-space landmarks."""
@@ -93,10 +94,10 @@ class LandmarkFitter:
         target = np.asarray(landmarks_2d, np.float32)
         batch = target.shape[0]
         angles0, translation0 = initial_pose(target, self.model.mean_landmarks(), self.config.image_size)
-        variables = [tf.Variable(tf.zeros([batch, self.num_id])), tf.Variable(tf.zeros([batch, self.model.num_exp])),
-                     tf.Variable(angles0), tf.Variable(translation0)]
-        self._optimise(tf.constant(target), variables)
-        id_coeffs, exp_coeffs, angles, translation = (v.value() for v in variables)
+        initial = (tf.zeros([batch, self.num_id]), tf.zeros([batch, self.model.num_exp]),
+                   tf.constant(angles0, tf.float32), tf.constant(translation0, tf.float32))
+        fitted_values = self._optimise(tf.constant(target), *initial) if self.config.steps > 0 else initial
+        id_coeffs, exp_coeffs, angles, translation = fitted_values
         if self._blendshapes:
             exp_coeffs = tf.clip_by_value(exp_coeffs, 0.0, 1.0)
         fitted = self.project(id_coeffs, exp_coeffs, angles, translation)
@@ -105,21 +106,35 @@ class LandmarkFitter:
         return {"id": full_id.numpy(), "exp": exp_coeffs.numpy(), "angles": angles.numpy(),
                 "translation": translation.numpy(), "landmarks": fitted.numpy(), "landmark_error": error.numpy()}
 
-    def _optimise(self, target, variables):
-        if self.config.steps <= 0:
-            return
-        optimizer = tf.keras.optimizers.Adam(self.config.learning_rate)
-        # Pose first (a few steps), then everything: identity must not absorb a wrong head rotation.
-        pose_steps = self.config.steps // 5
+    def _build_optimise(self):
+        """One `tf.function` for every call and batch size: Adam written out on tensors (no tf.Variables, whose
+        fresh creation per call made the old version retrace every time, ~seconds per fit)."""
+        steps, learning_rate = self.config.steps, self.config.learning_rate
+        pose_steps = steps // 5  # pose first: identity must not absorb a wrong head rotation
+        beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7  # Keras Adam's defaults and update rule
+        spec = [tf.TensorSpec([None, 68, 2], tf.float32), tf.TensorSpec([None, self.num_id], tf.float32),
+                tf.TensorSpec([None, self.model.num_exp], tf.float32), tf.TensorSpec([None, 3], tf.float32),
+                tf.TensorSpec([None, 3], tf.float32)]
 
-        @tf.function(reduce_retracing=True)
-        def run():
-            for step in tf.range(self.config.steps):
+        @tf.function(input_signature=spec)
+        def optimise(target, *initial):
+            def body(step, values, first, second):
                 with tf.GradientTape() as tape:
-                    loss = tf.reduce_sum(self._loss(target, *variables))
-                grads = tape.gradient(loss, variables)
+                    tape.watch(values)
+                    loss = tf.reduce_sum(self._loss(target, *values))
+                grads = tape.gradient(loss, values)
                 shape_on = tf.cast(step >= pose_steps, tf.float32)
                 grads = [grads[0] * shape_on, grads[1] * shape_on, grads[2], grads[3]]
-                optimizer.apply_gradients(zip(grads, variables))
+                t = tf.cast(step + 1, tf.float32)
+                alpha = learning_rate * tf.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
+                first = [m + (g - m) * (1.0 - beta_1) for m, g in zip(first, grads)]
+                second = [v + (tf.square(g) - v) * (1.0 - beta_2) for v, g in zip(second, grads)]
+                values = [x - alpha * m / (tf.sqrt(v) + epsilon) for x, m, v in zip(values, first, second)]
+                return step + 1, values, first, second
 
-        run()
+            zeros = [tf.zeros_like(x) for x in initial]
+            _, values, _, _ = tf.while_loop(lambda step, *_: step < steps, body,
+                                            (tf.constant(0), list(initial), zeros, list(zeros)))
+            return values
+
+        return optimise
