@@ -606,19 +606,10 @@ def build_prior_trainer(config: PriorTrainConfig, model, image_size, steps_per_e
 
 
 def _check_run_config(model_dir, record, resume, log):
-    path = pathlib.Path(model_dir) / "run_config.json"
-    if resume and path.is_file():
-        saved = json.loads(path.read_text())
-        changed = {k: (saved.get(k), record.get(k)) for k in ARCHITECTURE_KEYS if saved.get(k) != record.get(k)}
-        if changed:
-            details = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise TrainingError(f"{model_dir} was trained with other settings ({details}); resume with the original "
-                                "settings or start a new --model_dir")
-        return
-    from tf_facetex import io_utils
+    """Writes run_config.json on a fresh run; on resume, refuses settings that change the architecture."""
+    from tf_facetex.training.checkpoints import write_or_check_run_config
 
-    io_utils.write_json(path, record)
-    log(f"[train_prior] settings written to {path}")
+    write_or_check_run_config(model_dir, record, resume, ARCHITECTURE_KEYS, log, "train_prior")
 
 
 def evaluate(trainer: PriorTrainer, dataset, max_batches=None, evaluation_fn=None) -> dict:

@@ -121,6 +121,30 @@ class CheckpointKeeper:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def write_or_check_run_config(model_dir, record: dict, resume: bool, keys, log, tag: str):
+    """Writes run_config.json on a fresh run; on resume, refuses a change of any of ``keys`` (the architecture).
+
+    ``record``: the run's settings (JSON-serialisable); keys absent from the saved file are not compared, so
+    runs written by older versions still resume.
+    """
+    import json
+
+    from tf_facetex import io_utils
+
+    path = pathlib.Path(model_dir) / "run_config.json"
+    if resume and path.is_file():
+        saved = json.loads(path.read_text())
+        changed = {key: (saved.get(key), record.get(key)) for key in keys
+                   if key in saved and saved.get(key) != record.get(key)}
+        if changed:
+            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise TrainingError(f"{model_dir} was trained with other settings ({details}); resume with the original "
+                                "settings or start a new --model_dir")
+        return
+    io_utils.write_json(path, record)
+    log(f"[{tag}] settings written to {path}")
+
+
 def refuse_to_overwrite(keeper, resume: bool):
     """A new run must not silently mix with an old one's checkpoints in the same folder."""
     if not resume and keeper.latest is not None:

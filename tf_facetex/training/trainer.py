@@ -625,20 +625,9 @@ def build_trainer(config: TrainConfig, uv_size, uv_mask, symmetry_index, steps_p
 
 def _check_run_config(model_dir, record, resume, log):
     """Writes run_config.json on a fresh run; on resume, refuses settings that change the architecture."""
-    path = pathlib.Path(model_dir) / "run_config.json"
-    if resume and path.is_file():
-        saved = json.loads(path.read_text())
-        changed = {key: (saved.get(key), record.get(key)) for key in ARCHITECTURE_KEYS + ("uv_size", "image_size")
-                   if key in saved and saved.get(key) != record.get(key)}
-        if changed:
-            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise TrainingError(f"{model_dir} was trained with other settings ({details}); resume with the original "
-                                "settings or start a new --model_dir")
-        return
-    from tf_facetex import io_utils
+    from tf_facetex.training.checkpoints import write_or_check_run_config
 
-    io_utils.write_json(path, record)
-    log(f"[train] settings written to {path}")
+    write_or_check_run_config(model_dir, record, resume, ARCHITECTURE_KEYS + ("uv_size", "image_size"), log, "train")
 
 
 def restore_trainer(model_dir, checkpoint=None, log=print) -> FaceTexTrainer:
