@@ -59,19 +59,20 @@ class FitVariant:
 
 
 class NetworkVariant:
-    """A trained refinement network: noise-filled unwrapped texture + prior albedo -> A', L'."""
+    """A trained refinement network, run exactly as the product runs it (`pipeline.refine_with_network`: unseen
+    texels filled with the fixed `unseen_noise` draw, outputs masked to the UV chart)."""
 
-    def __init__(self, generator, uv_mask, seed=0):
+    def __init__(self, generator, uv_mask):
+        from tf_facetex.pipeline import unseen_noise
         self.generator = generator
         self.uv_mask = uv_mask
-        self.seed = seed
+        self.noise = unseen_noise(int(uv_mask.shape[0]))
 
     def __call__(self, batch):
-        from tf_facetex.networks import fill_unseen_with_noise
-        texture = fill_unseen_with_noise(batch["texture_uv"], batch["visibility_uv"], self.uv_mask,
-                                         seed=tf.constant([self.seed, 0]))
-        out = self.generator({"texture_uv": texture, "prior_albedo_uv": batch["prior_albedo_uv"]}, training=False)
-        return {"albedo_uv": out["albedo"] * self.uv_mask, "light_uv": out["light"] * self.uv_mask}
+        from tf_facetex.pipeline import refine_with_network
+        albedo, light = refine_with_network(self.generator, batch["texture_uv"], batch["visibility_uv"],
+                                            batch["prior_albedo_uv"], self.uv_mask, self.noise)
+        return {"albedo_uv": albedo, "light_uv": light}
 
 
 def renders(batch, albedo_uv, light_uv):

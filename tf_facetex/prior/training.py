@@ -613,16 +613,11 @@ def _check_run_config(model_dir, record, resume, log):
 
 
 def evaluate(trainer: PriorTrainer, dataset, max_batches=None, evaluation_fn=None) -> dict:
-    """Means over samples of `PriorTrainer.evaluation_values`."""
+    """Means over samples of `PriorTrainer.evaluation_values` (the refinement trainer's `evaluate` loop)."""
+    from tf_facetex.training.trainer import evaluate as mean_over_samples
+
     evaluation_fn = evaluation_fn or tf.function(trainer.evaluation_values, reduce_retracing=True)
-    sums, count = {}, 0
-    for index, batch in enumerate(dataset):
-        if max_batches is not None and index >= max_batches:
-            break
-        for name, values in evaluation_fn(batch).items():
-            sums[name] = sums.get(name, 0.0) + float(tf.reduce_sum(values))
-        count += int(batch["image"].shape[0])
-    return {name: total / count for name, total in sums.items()} if count else {}
+    return mean_over_samples(trainer, dataset, max_batches, evaluation_fn)
 
 
 def baseline_coefficients(trainer: PriorTrainer, batch) -> dict:
