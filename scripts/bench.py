@@ -248,11 +248,10 @@ def build_reconstructor(variant, model):
     if variant == "network":
         from tf_facetex.networks import build_refinement_net
         from tf_facetex.networks.refinement import REFINEMENT_CONFIGS
-        from tf_facetex.prior.regressor import PriorRegressor
+        from tf_facetex.prior.regressor import build_regressor
 
         uv_size = REFINEMENT_CONFIGS[FLAGS.net_preset]["uv_size"]
-        regressor = PriorRegressor.for_model(model, backbone=FLAGS.regressor_backbone)
-        regressor(np.zeros((1, 224, 224, 3), np.float32))
+        regressor = build_regressor(model, FLAGS.regressor_backbone)
         config = pipeline.ReconstructionConfig(prior="regressor", uv_size=uv_size)
         reconstructor = pipeline.Reconstructor(model, config, regressor=regressor)
         net = build_refinement_net(FLAGS.net_preset, uv_size=uv_size)
@@ -338,11 +337,10 @@ def count_network_flops():
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.networks.refinement import REFINEMENT_CONFIGS
-    from tf_facetex.prior.regressor import PriorRegressor
+    from tf_facetex.prior.regressor import build_regressor
 
     model = load_face_model(FLAGS.face_model, log=lambda *_: None)
-    regressor = PriorRegressor.for_model(model, backbone=FLAGS.regressor_backbone)
-    regressor(tf.zeros([1, 224, 224, 3]))
+    regressor = build_regressor(model, FLAGS.regressor_backbone)
     nets = {"regressor": (regressor, tf.TensorSpec([224, 224, 3]),
                           f"PriorRegressor {FLAGS.regressor_backbone}, 224 x 224 input")}
     for preset in ("paper", "small"):

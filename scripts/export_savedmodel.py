@@ -21,7 +21,7 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing --version.")
 flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/archive or BFM_model_front.mat. "
                     "Default: $TF_FACETEX_FACE_MODEL, then the cached/shared ICT-FaceKit (see README, Assets).")
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
-flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50 (Deng et al.), mobilenetv2, "
+flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50 (Deng et al.), compact, mobilenetv2, "
                     "or tiny (tests only).")
 flags.DEFINE_string("checkpoint", None, "Refinement network: a scripts/train.py run folder, its checkpoints/ folder "
                     "or a checkpoint prefix. None: random init (warning).")
@@ -48,7 +48,7 @@ def main(argv):
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.pipeline import load_refinement_net
-    from tf_facetex.prior.regressor import PriorRegressor, load_regressor
+    from tf_facetex.prior.regressor import build_regressor, load_regressor
 
     untrained = [part for part, given in (("regressor", FLAGS.regressor_weights), ("refinement", FLAGS.checkpoint))
                  if not given]
@@ -59,8 +59,7 @@ def main(argv):
     if FLAGS.regressor_weights:
         regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
     else:
-        regressor = PriorRegressor.for_model(model, backbone=FLAGS.regressor_backbone)
-        regressor(np.zeros((1, 224, 224, 3), np.float32))
+        regressor = build_regressor(model, FLAGS.regressor_backbone)
         warn("no --regressor_weights: the prior regressor is RANDOMLY INITIALISED (its zero head predicts the mean "
              "face, frontal, ambient light, for every image). Use only to test serving plumbing.")
     if FLAGS.checkpoint:

@@ -25,7 +25,7 @@ flags.DEFINE_string("checkpoint", None, "Refinement network: a scripts/train.py 
 flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
-flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50, mobilenetv2 or tiny.")
+flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50, compact, mobilenetv2 or tiny.")
 flags.DEFINE_bool("include_regressor", True, "Also convert the prior regressor.")
 flags.DEFINE_list("quantizations", ["float32", "dynamic_int8"], "Which variants to write: float32, dynamic_int8.")
 flags.DEFINE_bool("verify", True, "Run each model with tf.lite.Interpreter and compare with Keras.")
@@ -46,7 +46,7 @@ def main(argv):
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.pipeline import load_refinement_net
-    from tf_facetex.prior.regressor import PriorRegressor, load_regressor
+    from tf_facetex.prior.regressor import build_regressor, load_regressor
     from tf_facetex.rendering.uv import build_uv_raster
 
     unknown = set(FLAGS.quantizations) - set(tflite.QUANTIZATIONS)
@@ -71,8 +71,7 @@ def main(argv):
         if FLAGS.regressor_weights:
             regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
         else:
-            regressor = PriorRegressor.for_model(model, backbone=FLAGS.regressor_backbone)
-            regressor(np.zeros((1, 224, 224, 3), np.float32))
+            regressor = build_regressor(model, FLAGS.regressor_backbone)
             print("WARNING: no --regressor_weights: exporting a RANDOMLY INITIALISED regressor (its zero head "
                   "outputs zeros; the comparison then only checks the plumbing)")
         images = (rng.random((1, 224, 224, 3)) * 255).astype(np.uint8)
@@ -103,8 +102,7 @@ def main(argv):
         from tf_facetex.export import serving
 
         # Which ops convert does not depend on the regressor's backbone: the tiny one keeps this attempt quick.
-        tiny = PriorRegressor.for_model(model, backbone="tiny")
-        tiny(np.zeros((1, 224, 224, 3), np.float32))
+        tiny = build_regressor(model, "tiny")
         module = serving.FaceTexServing(model, tiny, net, uv_size)
 
         # The servable without its PNG (string) output: what does the geometry need? (A static batch of 1 crashed

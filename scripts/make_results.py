@@ -341,8 +341,13 @@ SECTIONS = [
     ("prior_training.json", "Prior regressor training",
      ".venv/bin/python scripts/train_prior.py --flagfile=configs/prior_synthetic.cfg "
      "--results_json docs/results/prior_training.json",
-     "The self-supervised prior regressor's held-out evaluation against the mean face: landmark error in pixels "
-     "at 224, shape RMSE in mm, coefficient errors and the skin-mask PSNR of the re-render.", None),
+     "The prior regressor's held-out evaluation against the mean face and the landmark fit: landmark error in "
+     "pixels at 224, shape RMSE in mm, coefficient errors and the skin-mask PSNR of the re-render.", None),
+    ("landmark_fit_noise.json", "Landmark fit: shape error against landmark noise",
+     ".venv/bin/python scripts/sweep_landmark_fit.py --data 'outputs/prior_synth/faces3000/tfrecords/test-*.tfrecord' "
+     "--json docs/results/landmark_fit_noise.json",
+     "Shape RMSE (mm) of the landmark fit on held-out synthetic faces when Gaussian noise is added to their exact 68 "
+     "landmarks, for several identity:expression prior weights, against the mean face.", None),
     ("albedo_model.json", "Albedo model built from photos",
      ".venv/bin/python scripts/build_albedo_model.py --images ../shared/faces/celebamask_hq_mini/train/images "
      "--limit 240 --components 10 --uv_size 128 --out outputs/albedo_model/ict_photos.npz "

@@ -48,7 +48,9 @@ flags.DEFINE_integer("synthetic_seed", 0, "Seed of the synthetic faces.")
 # Model.
 flags.DEFINE_string("face_model", "default", "Face model: 'default' (see README, e.g. the cached ICT-FaceKit), a path "
                     "(.npz, ICT folder, BFM .mat), or 'procedural' (the tiny test model).")
-flags.DEFINE_enum("backbone", "resnet50", ["resnet50", "mobilenetv2", "tiny"], "Regressor backbone.")
+flags.DEFINE_enum("backbone", "resnet50", ["resnet50", "mobilenetv2", "compact", "tiny"],
+                  "Regressor backbone: resnet50 (Deng et al.; GPU), compact (CPU-sized, keeps spatial features), "
+                  "mobilenetv2, tiny (smoke tests).")
 flags.DEFINE_string("backbone_weights", "", "Optional backbone weights file (e.g. ImageNet ResNet-50 .h5).")
 flags.DEFINE_integer("image_size", 0, "Crop size; 0 = the data's. Must match the data.")
 flags.DEFINE_integer("render_size", 0, "Render size of the photometric term; 0 = the crop size.")
@@ -62,8 +64,9 @@ flags.DEFINE_string("identity_weights", "", "Weights of --identity=arcface (deep
 flags.DEFINE_enum("pseudo_labels", "none", ["none", "dataset", "fit"],
                   "Pseudo-label term: the records' coefficients ('dataset'), a landmark fit per batch ('fit'), or none. "
                   "Its weight is --loss_weights=pseudo_label=W (default 0: set it).")
-flags.DEFINE_list("pseudo_parts", ["id", "exp", "angles", "translation"], "Coefficient parts the pseudo-label term "
-                  "compares (id, exp, tex, angles, gamma, translation).")
+flags.DEFINE_list("pseudo_parts", ["id", "exp", "angles"], "Coefficient parts the pseudo-label term compares (id, exp, "
+                  "tex, angles, gamma, translation; id and exp as the face mesh). Translation is left out by default: "
+                  "a landmark fit's depth is unreliable.")
 flags.DEFINE_integer("pseudo_fit_steps", 100, "Adam steps of the per-batch landmark fit (--pseudo_labels=fit).")
 # Schedule.
 flags.DEFINE_integer("batch_size", 16, "Batch size.")

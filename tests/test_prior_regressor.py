@@ -15,6 +15,20 @@ def test_untrained_regressor_predicts_the_mean_face(tiny_model):
     assert set(regressor.split(coeffs)) == {"id", "exp", "tex", "angles", "gamma", "translation"}
 
 
+def test_compact_backbone_keeps_where_features_are(tiny_model):
+    """'compact' flattens its 7x7 map instead of averaging it: moving the same content elsewhere changes the
+    features (an average-pooled backbone is nearly blind to that), and its head starts at the mean face too."""
+    regressor = PriorRegressor.for_model(tiny_model, backbone="compact", image_size=224)
+    image = np.zeros((1, 224, 224, 3), np.float32)
+    image[0, 32:96, 32:96] = 1.0
+    moved = np.roll(image, (96, 96), axis=(1, 2))
+    features = regressor.backbone(np.concatenate([image, moved]) * 2.0 - 1.0).numpy()
+    assert features.shape == (2, 256)
+    assert np.abs(features[0] - features[1]).max() > 1e-3 * np.abs(features).max()
+    np.testing.assert_array_equal(regressor(image).numpy(), 0.0)
+    assert 5e5 < regressor.count_params() < 2e6
+
+
 def test_weights_round_trip_and_missing_file(tiny_model, tmp_path):
     regressor = PriorRegressor.for_model(tiny_model, backbone="tiny")
     images = np.random.default_rng(1).uniform(size=(1, 224, 224, 3)).astype(np.float32)

@@ -117,19 +117,46 @@ def test_reflectance_loss_is_the_skin_albedo_spread():
     assert float(pt.reflectance_loss(np.full((2, 3, 3), 0.7, np.float32), skin)) == pytest.approx(0.0, abs=1e-9)
 
 
-def test_pseudo_label_loss_and_mask():
+def test_pseudo_label_weights_and_loss():
     from tf_facetex.face_model.decoder import CoefficientLayout
 
     layout = CoefficientLayout(2, 1, 0)
-    mask = pt.pseudo_label_mask(layout, ("id", "angles"))
-    assert mask.sum() == 5 and mask[layout.slices["id"]].all() and not mask[layout.slices["gamma"]].any()
-    predicted = np.ones((2, layout.size), np.float32)
-    value, grad = _grad(lambda p: pt.pseudo_label_loss(p, np.zeros_like(predicted), mask), predicted)
-    assert value == pytest.approx(5.0)
-    _finite_nonzero(grad)
+    weights = pt.pseudo_label_weights(layout, ("id", "angles", "translation"))
+    assert np.all(weights[layout.slices["id"]] == 0.0)                # compared as a mesh, not one by one
+    assert np.allclose(weights[layout.slices["angles"]], 1.0 / pt.PSEUDO_ANGLE_SCALE ** 2)
+    assert np.allclose(weights[layout.slices["translation"]], 1.0 / pt.PSEUDO_TRANSLATION_SCALE ** 2)
+    assert not weights[layout.slices["gamma"]].any()
+    predicted = np.zeros((2, layout.size), np.float32)
+    predicted[:, layout.slices["angles"]] = pt.PSEUDO_ANGLE_SCALE    # one scale off on each of 3 angles -> 3
+    value, grad = _grad(lambda p: pt.pseudo_label_loss(p, np.zeros_like(predicted), weights), predicted)
+    assert value == pytest.approx(3.0, rel=1e-5)
     assert np.all(grad[:, layout.slices["gamma"]] == 0.0)
     with pytest.raises(ValueError):
-        pt.pseudo_label_mask(layout, ("shape",))
+        pt.pseudo_label_weights(layout, ("shape",))
+
+
+def test_pseudo_label_shape_term_is_the_mean_squared_vertex_distance(tiny_model):
+    from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
+
+    layout = CoefficientLayout.for_model(tiny_model)
+    basis = pt.pseudo_shape_basis(tiny_model, layout, ("id", "exp"))
+    assert pt.pseudo_shape_basis(tiny_model, layout, ("angles",)) is None
+    rng = np.random.default_rng(3)
+    predicted = rng.normal(size=(3, layout.size)).astype(np.float32)
+    target = rng.normal(size=(3, layout.size)).astype(np.float32)
+    zeros = np.zeros(layout.size, np.float32)
+    value, grad = _grad(lambda p: pt.pseudo_label_loss(p, target, zeros, basis), predicted)
+    # brute force: decode both meshes, mean squared vertex distance over the face region / scale^2
+    decoder = FaceDecoder(tiny_model)
+    region = np.flatnonzero(tiny_model.face_region_mask)
+    meshes = [decoder.shape(layout.split(tf.constant(c))["id"], layout.split(tf.constant(c))["exp"]).numpy()[:, region]
+              for c in (predicted, target)]
+    expected = np.mean(np.sum((meshes[0] - meshes[1]) ** 2, -1), -1) / pt.PSEUDO_SHAPE_SCALE ** 2
+    assert value == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert np.all(grad[:, layout.slices["gamma"]] == 0.0) and np.any(grad[:, layout.slices["id"]] != 0.0)
+    valid = np.array([1.0, 0.0, 0.0], np.float32)                    # per-sample weights
+    only_first = pt.pseudo_label_loss(predicted, target, zeros, basis, valid)
+    assert float(only_first) == pytest.approx(float(expected[0]) / 3.0, rel=1e-4)
 
 
 def test_loss_weights_are_deng_and_overridable():
@@ -183,6 +210,40 @@ def test_trainer_gradients_reach_the_regressor(small_world):
     assert set(values) >= {"landmark_px", "skin_psnr", "shape_rmse_mm", "id_rmse", "exp_rmse", "angle_error_deg"}
 
 
+def test_evaluate_prior_baselines(small_world):
+    """The held-out table: true coefficients have zero shape error; the landmark fit (from the data's exact
+    landmarks) places the face far better than the unposed mean face; the untrained regressor is the mean face."""
+    model, batch = small_world
+    trainer = _trainer(model)
+    data = tf.data.Dataset.from_tensor_slices({k: batch[k][:8] for k in ("image", "mask", "landmarks", "gt_coeffs")})
+    results = pt.evaluate_prior(trainer, data.batch(4), landmark_fit_steps=60)
+    methods = results["methods"]
+    assert results["num_images"] == 8
+    assert set(methods) == {"regressor", "mean_face", "mean_face_pos_pose", "mean_face_gt_pose_light",
+                            "landmark_fit", "true_coefficients"}
+    assert methods["true_coefficients"]["shape_rmse_mm"] == pytest.approx(0.0, abs=1e-4)
+    assert methods["landmark_fit"]["landmark_px"] < 0.5 * methods["mean_face"]["landmark_px"]
+    assert methods["regressor"]["shape_rmse_mm"] == pytest.approx(methods["mean_face"]["shape_rmse_mm"], rel=1e-4)
+    paired = results["regressor_vs_mean_face"]["shape_rmse_mm"]       # identical predictions: no difference
+    assert paired["mean_difference"] == pytest.approx(0.0, abs=1e-4) and paired["share_better"] == 0.0
+    assert "landmark_fit" not in pt.evaluate_prior(trainer, data.batch(4), max_batches=1,
+                                                   landmark_fit_steps=0)["methods"]
+
+
+def test_paired_comparison_has_the_right_sign_and_interval():
+    rng = np.random.default_rng(0)
+    baseline = {"shape_rmse_mm": rng.uniform(4.0, 6.0, 400), "skin_psnr": rng.uniform(10.0, 14.0, 400)}
+    method = {"shape_rmse_mm": baseline["shape_rmse_mm"] - 0.2 + rng.normal(0.0, 0.3, 400),
+              "skin_psnr": baseline["skin_psnr"] + 2.0}
+    out = pt.paired_comparison(method, baseline)
+    shape = out["shape_rmse_mm"]
+    assert shape["ci95"][0] < shape["mean_difference"] < shape["ci95"][1] < 0.0   # better, and clearly so
+    assert shape["mean_difference"] == pytest.approx(-0.2, abs=0.05) and 0.6 < shape["share_better"] < 0.85
+    assert out["skin_psnr"]["share_better"] == 1.0 and not out["skin_psnr"]["lower_is_better"]
+    worse = pt.paired_comparison(baseline, method)["shape_rmse_mm"]
+    assert worse["ci95"][0] > 0.0 and worse["share_better"] < 0.4
+
+
 def test_reflectance_term_is_skipped_without_an_albedo_basis(small_world):
     model, batch = small_world
     no_basis = model.replace(albedo_basis=np.zeros((0, model.num_vertices, 3), np.float32))
@@ -227,6 +288,24 @@ def _write_records(world, folder):
     for split, items in records.items():
         tfrecords.write_records_atomic(folder / f"{split}-00000-of-00001.tfrecord", items)
     return str(folder / "train-*.tfrecord"), str(folder / "test-*.tfrecord")
+
+
+def test_sweep_landmark_fit_script(small_world, tmp_path):
+    """scripts/sweep_landmark_fit.py on records with true coefficients: exact landmarks fit better than the mean
+    face; noise makes it worse; the JSON lists every prior x noise pair."""
+    data, _ = _write_records(small_world, tmp_path / "data")
+    out = tmp_path / "sweep.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep_landmark_fit.py"), f"--data={data}",
+                           "--face_model=procedural", "--noise_px=0,3", "--priors=2:2,10:10", "--steps=150",
+                           f"--json={out}"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["num_faces"] == 12 and len(results["fits"]) == 4
+    exact = [r for r in results["fits"] if r["noise_px"] == 0.0]
+    noisy = [r for r in results["fits"] if r["noise_px"] == 3.0]
+    assert all(r["landmark_error_px"] < n["landmark_error_px"] for r, n in zip(exact, noisy))
+    assert min(r["shape_rmse_mm"] for r in exact) < results["mean_face_shape_rmse_mm"]
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 A ResNet-50 backbone (keras.applications; random init, or ImageNet weights from a local file — nothing
 is downloaded) with global average pooling and one linear head sized from the face model's
-`CoefficientLayout`. As in Deng et al., the head starts at zero (weights and bias), so an untrained
+`CoefficientLayout`. For CPU budgets there is 'compact' (~0.9M parameters): a conv-BN stack down to 7x7
+whose features keep their position (1x1 conv, flatten, one hidden layer) instead of being averaged away —
+with average pooling a small network cannot place the face precisely enough to read its shape. As in Deng et al., the head starts at zero (weights and bias), so an untrained
 regressor predicts the mean face, frontal and centred, with ambient light — a sane starting point
 (Deep3DFaceReconstruction issue #116 explains why this matters).
 """
@@ -15,7 +17,25 @@ import tensorflow as tf
 from tf_facetex.errors import AssetError
 from tf_facetex.face_model.decoder import CoefficientLayout
 
-BACKBONES = ("resnet50", "mobilenetv2", "tiny")
+BACKBONES = ("resnet50", "mobilenetv2", "compact", "tiny")
+COMPACT_CHANNELS = (16, 32, 64, 96, 128)
+
+
+def _conv_bn_relu(x, filters, kernel=3, strides=1):
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+
+
+def _compact(shape) -> keras.Model:
+    """Strided conv-BN-ReLU stages (two convolutions from the second on) down to ~S/32, then a 1x1 conv to 32
+    channels, flatten and a 256-unit hidden layer: [B, S, S, 3] -> [B, 256]."""
+    inputs = keras.Input(shape)
+    x = _conv_bn_relu(inputs, COMPACT_CHANNELS[0], 5, 2)
+    for filters in COMPACT_CHANNELS[1:]:
+        x = _conv_bn_relu(x, filters, 3, 2)
+        x = _conv_bn_relu(x, filters, 3, 1)
+    x = keras.layers.Flatten()(_conv_bn_relu(x, 32, 1, 1))
+    return keras.Model(inputs, keras.layers.Dense(256, activation="relu")(x), name="compact_backbone")
 
 
 def _backbone(name: str, image_size: int, weights_path=None) -> keras.Model:
@@ -26,6 +46,8 @@ def _backbone(name: str, image_size: int, weights_path=None) -> keras.Model:
     elif name == "mobilenetv2":
         net = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape, pooling="avg",
                                              alpha=0.35)
+    elif name == "compact":
+        net = _compact(shape)
     elif name == "tiny":  # a few strided convolutions: CPU smoke tests only
         inputs = keras.Input(shape)
         x = inputs
@@ -91,18 +113,22 @@ def count_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
 
 
+def build_regressor(model, backbone="resnet50", image_size=224) -> PriorRegressor:
+    """An untrained `PriorRegressor` for ``model`` with its weights created (ready to load or export)."""
+    regressor = PriorRegressor.for_model(model, backbone=backbone, image_size=image_size)
+    regressor(np.zeros((1, image_size, image_size, 3), np.float32))
+    return regressor
+
+
 def load_regressor(model, weights_path, backbone="resnet50", image_size=224) -> PriorRegressor:
     """A `PriorRegressor` for ``model`` with trained weights from ``weights_path`` (AssetError if unusable)."""
-    import pathlib
-
     if not weights_path:
         raise AssetError("the regressor prior needs trained weights (--regressor_weights); "
                          "train them with scripts/train_prior.py or use the fitting prior")
     path = pathlib.Path(weights_path)
     if not path.is_file():
         raise AssetError(f"{path}: regressor weights not found")
-    regressor = PriorRegressor.for_model(model, backbone=backbone, image_size=image_size)
-    regressor(np.zeros((1, image_size, image_size, 3), np.float32))
+    regressor = build_regressor(model, backbone, image_size)
     try:
         regressor.load_weights(str(path))
     except Exception as err:  # noqa: BLE001 - Keras raises several types for bad files

@@ -18,8 +18,11 @@ landmarks and a face/skin mask; synthetic faces carry their true coefficients as
      ARKit weights, a penalty outside [0, 1]); gamma: Deng's whiteness term (variance of the SH light across RGB);
    - reflectance: Deng's flatness of the albedo over the model's skin vertices -- left out (not computed, not
      logged) when the face model has no albedo basis (ICT-FaceKit), where the albedo cannot vary;
-   - pseudo-label (optional): squared distance to fitted coefficients (`PseudoLabels`: the records' ``gt_coeffs``,
-     e.g. written by a fitting run, or the landmark fit run on the fly).
+   - pseudo-label (optional): distance to fitted coefficients (the records' ``gt_coeffs``, e.g. written by a
+     fitting run, or the landmark fit run on the fly): identity and expression compared as the face-region mesh
+     (mean squared vertex distance / (5 mm)^2), angles and translation per coefficient (`pseudo_label_loss`).
+     The default parts leave translation out: a landmark fit cannot tell a larger face from a nearer one (its
+     depth error on synthetic faces, 0.38 dm, exceeds their spread, 0.23 dm); the landmark term places the face.
 4. ``total = sum_k weight_k * term_k`` (`PriorLossWeights`, Deng's values by default) updates the regressor (Adam).
 
 `train_prior(PriorTrainConfig)` is the loop scripts/train_prior.py runs, in the refinement trainer's patterns
@@ -146,10 +149,28 @@ def reflectance_loss(albedo, skin_mask):
     return tf.reduce_sum(tf.square((albedo - mean) * m)) / (batch * area)
 
 
-def pseudo_label_loss(predicted, target, weights):
-    """Squared distance to fitted coefficients: [B, C], [B, C], weights [C] or [B, C] -> mean_b sum_c w (p - t)^2."""
+def pseudo_label_loss(predicted, target, weights, shape_basis=None, valid=None):
+    """Distance to fitted coefficients, the shape compared as a mesh.
+
+    Args:
+      predicted, target: [B, C] coefficients.
+      weights: [C] per-coefficient weights of ``(p - t)^2`` (`pseudo_label_weights`).
+      shape_basis: optional [C, K] (e.g. the identity and expression rows of the bases over K = 3 x face-region
+        vertices, divided by a scale; zero rows elsewhere): adds ``mean_k ((p - t) @ shape_basis)_k^2 x 3``, the
+        mean squared vertex distance. Comparing coefficients one by one would weigh a mode that barely moves the
+        face like the one that sets its width.
+      valid: optional [B] per-sample weights.
+    Returns:
+      scalar, the mean over the batch of ``sum_c w_c (p - t)_c^2`` (+ the shape term).
+    """
     diff = tf.convert_to_tensor(predicted, tf.float32) - tf.cast(target, tf.float32)
-    return tf.reduce_mean(tf.reduce_sum(tf.cast(weights, tf.float32) * tf.square(diff), axis=-1))
+    per_sample = tf.reduce_sum(tf.cast(weights, tf.float32) * tf.square(diff), axis=-1)
+    if shape_basis is not None:
+        offsets = tf.matmul(diff, tf.cast(shape_basis, tf.float32))                   # [B, K]
+        per_sample += 3.0 * tf.reduce_mean(tf.square(offsets), axis=-1)
+    if valid is not None:
+        per_sample *= tf.cast(valid, tf.float32)
+    return tf.reduce_mean(per_sample)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,14 +204,43 @@ class PriorLossWeights:
         return dataclasses.replace(self, **{k: float(v) for k, v in overrides.items()})
 
 
-def pseudo_label_mask(layout: CoefficientLayout, parts=("id", "exp", "angles", "translation")) -> np.ndarray:
-    """[C] 1 on the coefficient slices named in ``parts`` (e.g. those a landmark fit estimates), 0 elsewhere."""
-    mask = np.zeros(layout.size, np.float32)
+# Scales of the pseudo-label term: an error of this size costs 1. Shape: about the mean face's error on ICT synthetic
+# faces; angles: 5.7 degrees; translation: 5 mm (model units are decimetres).
+PSEUDO_SHAPE_SCALE = 0.05
+PSEUDO_ANGLE_SCALE = 0.1
+PSEUDO_TRANSLATION_SCALE = 0.05
+PSEUDO_DEFAULT_PARTS = ("id", "exp", "angles")
+
+
+def _check_parts(layout: CoefficientLayout, parts):
     for name in parts:
         if name not in layout.slices:
             raise ValueError(f"unknown coefficient part {name!r}; known: {', '.join(layout.slices)}")
-        mask[layout.slices[name]] = 1.0
-    return mask
+
+
+def pseudo_label_weights(layout: CoefficientLayout, parts=PSEUDO_DEFAULT_PARTS) -> np.ndarray:
+    """[C] weights of the per-coefficient part of `pseudo_label_loss` for the parts named in ``parts``: 1 / scale^2
+    on angles and translation, 1 on tex and gamma, 0 on id and exp (compared as a mesh by `pseudo_shape_basis`)."""
+    _check_parts(layout, parts)
+    weights = np.zeros(layout.size, np.float32)
+    scales = {"angles": PSEUDO_ANGLE_SCALE, "translation": PSEUDO_TRANSLATION_SCALE, "tex": 1.0, "gamma": 1.0}
+    for name in parts:
+        if name in scales:
+            weights[layout.slices[name]] = 1.0 / scales[name] ** 2
+    return weights
+
+
+def pseudo_shape_basis(model, layout: CoefficientLayout, parts=PSEUDO_DEFAULT_PARTS,
+                       scale=PSEUDO_SHAPE_SCALE) -> Optional[np.ndarray]:
+    """[C, 3 x R] the identity / expression basis rows (those in ``parts``) over the model's R face-region vertices,
+    divided by ``scale``; None when neither is in ``parts``."""
+    _check_parts(layout, parts)
+    region = np.flatnonzero(model.face_region_mask)
+    basis = np.zeros((layout.size, 3 * region.size), np.float32)
+    for name, rows in (("id", model.id_basis), ("exp", model.exp_basis)):
+        if name in parts and layout.sizes[name]:
+            basis[layout.slices[name]] = rows[:, region].reshape(rows.shape[0], -1) / scale
+    return basis if basis.any() else None
 
 
 class PriorTrainer(keras.Model):
@@ -209,7 +259,7 @@ class PriorTrainer(keras.Model):
     """
 
     def __init__(self, regressor: PriorRegressor, face_model, renderer, loss_weights: PriorLossWeights = None,
-                 embed_fn: Optional[Callable] = None, pseudo_parts=("id", "exp", "angles", "translation"),
+                 embed_fn: Optional[Callable] = None, pseudo_parts=PSEUDO_DEFAULT_PARTS,
                  steps_per_epoch: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.regressor = regressor
@@ -225,7 +275,9 @@ class PriorTrainer(keras.Model):
         self.has_reflectance = face_model.num_tex > 0
         self.landmark_indices = tf.constant(face_model.landmark_indices, tf.int32)
         self.skin_mask = tf.constant(face_model.skin_mask.astype(np.float32))
-        self.pseudo_mask = tf.constant(pseudo_label_mask(self.layout, pseudo_parts))
+        self.pseudo_weights = tf.constant(pseudo_label_weights(self.layout, pseudo_parts))
+        basis = pseudo_shape_basis(face_model, self.layout, pseudo_parts)
+        self.pseudo_basis = None if basis is None else tf.constant(basis)
         self.landmark_weights = deng_landmark_weights()
         self.steps_per_epoch = steps_per_epoch
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="step")
@@ -312,8 +364,8 @@ class PriorTrainer(keras.Model):
         if self.has_reflectance:
             terms["reflectance"] = reflectance_loss(out["albedo"], self.skin_mask)
         if "pseudo_coeffs" in batch:
-            weights = self.pseudo_mask * tf.cast(batch.get("pseudo_valid", 1.0), tf.float32)
-            terms["pseudo_label"] = pseudo_label_loss(coeffs, batch["pseudo_coeffs"], weights)
+            terms["pseudo_label"] = pseudo_label_loss(coeffs, batch["pseudo_coeffs"], self.pseudo_weights,
+                                                      self.pseudo_basis, batch.get("pseudo_valid"))
         return terms, out
 
     def weighted_total(self, terms):
@@ -368,16 +420,21 @@ def prediction_metrics(trainer: PriorTrainer, batch, coeffs):
     return values
 
 
+def shape_rmse_mm(decoder: FaceDecoder, region_mask, predicted: dict, true: dict):
+    """[B] RMSE in mm between the unposed identity + expression meshes of two coefficient sets (dicts with 'id' and
+    'exp') over the vertices where ``region_mask`` [N] is set (model units are decimetres)."""
+    region = np.flatnonzero(region_mask)
+    verts_pred = tf.gather(decoder.shape(predicted["id"], predicted["exp"]), region, axis=1)
+    verts_true = tf.gather(decoder.shape(true["id"], true["exp"]), region, axis=1)
+    return tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(verts_pred - verts_true), -1), -1)) * 100.0
+
+
 def coefficient_errors(trainer: PriorTrainer, coeffs, gt_coeffs):
     """Per-sample [B] errors against true coefficients: shape_rmse_mm (unposed identity + expression mesh on the
     model's face region), id_rmse / exp_rmse (coefficient RMSE), angle_error_deg (mean |error| of the 3 angles)."""
     layout = trainer.layout
     pred, true = layout.split(coeffs), layout.split(tf.cast(gt_coeffs, tf.float32))
-    region = np.flatnonzero(trainer.face_model.face_region_mask)
-    verts_pred = tf.gather(trainer.decoder.shape(pred["id"], pred["exp"]), region, axis=1)
-    verts_true = tf.gather(trainer.decoder.shape(true["id"], true["exp"]), region, axis=1)
-    shape_rmse = tf.sqrt(tf.reduce_mean(tf.reduce_sum(tf.square(verts_pred - verts_true), -1), -1)) * 100.0  # dm->mm
-    return {"shape_rmse_mm": shape_rmse,
+    return {"shape_rmse_mm": shape_rmse_mm(trainer.decoder, trainer.face_model.face_region_mask, pred, true),
             "id_rmse": tf.sqrt(tf.reduce_mean(tf.square(pred["id"] - true["id"]), -1)),
             "exp_rmse": tf.sqrt(tf.reduce_mean(tf.square(pred["exp"] - true["exp"]), -1)),
             "angle_error_deg": tf.reduce_mean(tf.abs(pred["angles"] - true["angles"]), -1) * (180.0 / np.pi)}
@@ -460,7 +517,7 @@ class PriorTrainConfig:
     identity: str = "none"            # 'none', 'dlib' or 'arcface' (slow on CPU)
     identity_weights: str = ""
     pseudo_labels: str = "none"       # 'none', 'dataset' (the records' gt_coeffs) or 'fit' (landmark fit per batch)
-    pseudo_parts: tuple = ("id", "exp", "angles", "translation")
+    pseudo_parts: tuple = PSEUDO_DEFAULT_PARTS
     pseudo_fit_steps: int = 100
     # Schedule.
     batch_size: int = 16
@@ -620,14 +677,17 @@ def evaluate(trainer: PriorTrainer, dataset, max_batches=None, evaluation_fn=Non
     return mean_over_samples(trainer, dataset, max_batches, evaluation_fn)
 
 
-def baseline_coefficients(trainer: PriorTrainer, batch) -> dict:
+def baseline_coefficients(trainer: PriorTrainer, batch, landmark_fitter=None) -> dict:
     """{method: [B, C]} the mean-face baselines for a batch.
 
     - mean_face: all zeros (what the untrained regressor predicts: mean shape, frontal, centred, ambient light);
     - mean_face_pos_pose: mean shape, ambient light, the closed-form (scaled-orthographic "POS") pose from the
       batch's 68 landmarks -- no ground truth used, what any landmark detector gives;
     - mean_face_gt_pose_light (needs gt_coeffs): mean shape with the TRUE pose and SH light (an oracle: only the
-      shape and albedo are the mean's).
+      shape and albedo are the mean's);
+    - landmark_fit (with ``landmark_fitter``, a `LandmarkPseudoLabels`): identity, expression and pose fitted to the
+      batch's 68 landmarks -- the fitting prior's first stage and the teacher of ``--pseudo_labels=fit``; no light
+      (ambient), so its skin_psnr is not comparable.
     """
     from tf_facetex.prior.pose_init import initial_pose
 
@@ -646,37 +706,68 @@ def baseline_coefficients(trainer: PriorTrainer, batch) -> dict:
         for name in ("angles", "translation", "gamma"):
             oracle[:, layout.slices[name]] = gt[:, layout.slices[name]]
         out["mean_face_gt_pose_light"] = oracle
+    if landmark_fitter is not None:
+        out["landmark_fit"] = landmark_fitter(landmarks)
     return out
 
 
-def evaluate_prior(trainer: PriorTrainer, dataset, max_batches=None, with_baselines=True) -> dict:
+def evaluate_prior(trainer: PriorTrainer, dataset, max_batches=None, with_baselines=True,
+                   landmark_fit_steps=300) -> dict:
     """The trained regressor vs the mean-face baselines (`baseline_coefficients`) and the true coefficients (an
     upper reference for the render: true shape, pose and light with the model's mean albedo) on a held-out set.
 
     Returns:
       {'num_images': n, 'methods': {method: {metric: mean}}} with metrics landmark_px (mean px at 224), skin_psnr
       (dB on the data's face mask, the render over black so that a misplaced face is penalised) and, with ground
-      truth, shape_rmse_mm, id_rmse, exp_rmse, angle_error_deg.
+      truth, shape_rmse_mm, id_rmse, exp_rmse, angle_error_deg; and 'regressor_vs_mean_face'
+      (`paired_comparison`). ``landmark_fit_steps`` > 0 adds the landmark fit.
     """
+    fitter = (LandmarkPseudoLabels(trainer.face_model, trainer.image_size, landmark_fit_steps)
+              if with_baselines and landmark_fit_steps > 0 else None)
     metric_fn = tf.function(lambda batch, coeffs: prediction_metrics(trainer, batch, coeffs), reduce_retracing=True)
-    sums, count = {}, 0
+    per_sample = {}                                                   # method -> metric -> list of [B] arrays
     for index, batch in enumerate(dataset):
         if max_batches is not None and index >= max_batches:
             break
         batch = {k: v for k, v in batch.items() if k in ("image", "mask", "landmarks", "gt_coeffs")}
         methods = {"regressor": trainer.regressor(batch["image"], training=False)}
         if with_baselines:
-            methods.update(baseline_coefficients(trainer, batch))
+            methods.update(baseline_coefficients(trainer, batch, fitter))
             if "gt_coeffs" in batch:
                 methods["true_coefficients"] = batch["gt_coeffs"]
         for method, coeffs in methods.items():
             values = metric_fn(batch, tf.convert_to_tensor(coeffs, tf.float32))
-            bucket = sums.setdefault(method, {})
+            bucket = per_sample.setdefault(method, {})
             for name, value in values.items():
-                bucket[name] = bucket.get(name, 0.0) + float(tf.reduce_sum(value))
-        count += int(batch["image"].shape[0])
-    return {"num_images": count,
-            "methods": {m: {k: v / count for k, v in values.items()} for m, values in sums.items()}}
+                bucket.setdefault(name, []).append(np.asarray(value, np.float64))
+    per_sample = {m: {k: np.concatenate(v) for k, v in values.items()} for m, values in per_sample.items()}
+    results = {"num_images": int(len(next(iter(per_sample["regressor"].values())))) if per_sample else 0,
+               "methods": {m: {k: float(v.mean()) for k, v in values.items()} for m, values in per_sample.items()}}
+    if "mean_face" in per_sample:
+        results["regressor_vs_mean_face"] = paired_comparison(per_sample["regressor"], per_sample["mean_face"])
+    return results
+
+
+# Metrics where lower is better (the others, skin_psnr, higher).
+LOWER_IS_BETTER = ("landmark_px", "shape_rmse_mm", "id_rmse", "exp_rmse", "angle_error_deg")
+
+
+def paired_comparison(values: dict, baseline: dict, resamples=2000, seed=0) -> dict:
+    """Per metric, a paired comparison of two methods on the same faces ({metric: [N]} each): the mean difference
+    (method - baseline), its 95% bootstrap interval (faces resampled with replacement) and the share of faces on
+    which the method is better -- so that "beats the mean face" is a statement with an error bar."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in sorted(set(values) & set(baseline)):
+        diff = np.asarray(values[name], np.float64) - np.asarray(baseline[name], np.float64)
+        if not diff.size:
+            continue
+        means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(axis=1)
+        better = diff < 0 if name in LOWER_IS_BETTER else diff > 0
+        out[name] = {"mean_difference": float(diff.mean()), "ci95": [float(np.percentile(means, 2.5)),
+                                                                     float(np.percentile(means, 97.5))],
+                     "share_better": float(better.mean()), "lower_is_better": name in LOWER_IS_BETTER}
+    return out
 
 
 def _describe(logs):
@@ -861,6 +952,10 @@ def format_results(results: dict) -> str:
     lines = [f"{'method':28s} " + " ".join(f"{m:>15s}" for m in metric_names)]
     for method, values in methods.items():
         lines.append(f"{method:28s} " + " ".join(f"{values.get(m, float('nan')):15.4f}" for m in metric_names))
+    for name, paired in results.get("regressor_vs_mean_face", {}).items():
+        low, high = paired["ci95"]
+        lines.append(f"regressor - mean_face {name}: {paired['mean_difference']:+.4f} (95% CI {low:+.4f} .. "
+                     f"{high:+.4f}), better on {100 * paired['share_better']:.1f}% of the faces")
     return "\n".join(lines)
 
 
@@ -903,7 +998,9 @@ def evaluate_run(model_dir, eval_data="", results_json="", render_size=None, max
     results.update({"step": int(trainer.step.numpy()), "model_dir": str(model_dir), "eval_data": eval_data,
                     "train_data": record.get("train_data"), "backbone": record.get("backbone"),
                     "image_size": record["image_size"], "render_size": trainer.render_size,
-                    "face_model": trainer.face_model.source, "terms": list(trainer.term_names()),
+                    "face_model": trainer.face_model.source,
+                    "terms": list(trainer.term_names(record.get("pseudo_labels", "none") != "none")),
+                    **{key: record.get(key) for key in ("pseudo_labels", "pseudo_parts", "pseudo_fit_steps")},
                     "loss_weights": dataclasses.asdict(trainer.loss_weights),
                     "seconds": round(time.perf_counter() - started, 1)})
     if results_json:
