@@ -4,9 +4,11 @@ A ResNet-50 backbone (keras.applications; random init, or ImageNet weights from 
 is downloaded) with global average pooling and one linear head sized from the face model's
 `CoefficientLayout`. For CPU budgets there is 'compact' (~0.9M parameters): a conv-BN stack down to 7x7
 whose features keep their position (1x1 conv, flatten, one hidden layer) instead of being averaged away —
-with average pooling a small network cannot place the face precisely enough to read its shape. As in Deng et al., the head starts at zero (weights and bias), so an untrained
-regressor predicts the mean face, frontal and centred, with ambient light — a sane starting point
-(Deep3DFaceReconstruction issue #116 explains why this matters).
+with average pooling a small network cannot place the face precisely enough to read its shape.
+
+As in Deng et al., the head starts at zero (weights and bias), so an untrained regressor predicts the mean
+face, frontal and centred, with ambient light — a sane starting point (Deep3DFaceReconstruction issue #116
+explains why this matters).
 """
 import pathlib
 
