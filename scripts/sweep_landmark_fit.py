@@ -48,12 +48,12 @@ def main(argv):
                                  "scripts/make_synthetic.py --tfrecord)")
         landmarks.append(batch["landmarks"].numpy())
         coeffs.append(batch["gt_coeffs"].numpy())
+        image_size = int(batch["image"].shape[1])
     landmarks, coeffs = np.concatenate(landmarks), np.concatenate(coeffs)
     if FLAGS.max_faces:
         landmarks, coeffs = landmarks[: FLAGS.max_faces], coeffs[: FLAGS.max_faces]
-    image_size = int(next(iter(make_prior_dataset(FLAGS.data, 1, training=False)))["image"].shape[1])
     decoder = FaceDecoder(model)
-    true = {k: tf.constant(v) for k, v in layout.split(tf.constant(coeffs)).items()}
+    true = layout.split(tf.constant(coeffs))
 
     def shape_error(id_coeffs, exp_coeffs):
         predicted = {"id": tf.constant(id_coeffs, tf.float32), "exp": tf.constant(exp_coeffs, tf.float32)}

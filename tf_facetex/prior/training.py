@@ -653,8 +653,10 @@ def build_prior_trainer(config: PriorTrainConfig, model, image_size, steps_per_e
                                          backbone_weights=config.backbone_weights or None)
     renderer = FaceRenderer(model, config.render_size or image_size, uv_size=32, jit_stages=config.jit_render)
     weights = PriorLossWeights().with_overrides(config.weight_overrides)
-    trainer = PriorTrainer(regressor, model, renderer, weights, embed_fn=embed_fn,
-                           pseudo_parts=tuple(config.pseudo_parts), steps_per_epoch=steps_per_epoch)
+    # No pseudo-labels, no parts: the trainer then skips the ~15 MB mesh basis of the term it will never compute.
+    pseudo_parts = tuple(config.pseudo_parts) if config.pseudo_labels != "none" else ()
+    trainer = PriorTrainer(regressor, model, renderer, weights, embed_fn=embed_fn, pseudo_parts=pseudo_parts,
+                           steps_per_epoch=steps_per_epoch)
     optimizer = keras.optimizers.Adam(EpochDecay(config.learning_rate, config.lr_decay, config.lr_floor,
                                                  trainer.epoch), global_clipnorm=config.clip_norm or None)
     trainer.compile(optimizer)
@@ -667,14 +669,6 @@ def _check_run_config(model_dir, record, resume, log):
     from tf_facetex.training.checkpoints import write_or_check_run_config
 
     write_or_check_run_config(model_dir, record, resume, ARCHITECTURE_KEYS, log, "train_prior")
-
-
-def evaluate(trainer: PriorTrainer, dataset, max_batches=None, evaluation_fn=None) -> dict:
-    """Means over samples of `PriorTrainer.evaluation_values` (the refinement trainer's `evaluate` loop)."""
-    from tf_facetex.training.trainer import evaluate as mean_over_samples
-
-    evaluation_fn = evaluation_fn or tf.function(trainer.evaluation_values, reduce_retracing=True)
-    return mean_over_samples(trainer, dataset, max_batches, evaluation_fn)
 
 
 def baseline_coefficients(trainer: PriorTrainer, batch, landmark_fitter=None) -> dict:
@@ -725,7 +719,7 @@ def evaluate_prior(trainer: PriorTrainer, dataset, max_batches=None, with_baseli
     fitter = (LandmarkPseudoLabels(trainer.face_model, trainer.image_size, landmark_fit_steps)
               if with_baselines and landmark_fit_steps > 0 else None)
     metric_fn = tf.function(lambda batch, coeffs: prediction_metrics(trainer, batch, coeffs), reduce_retracing=True)
-    per_sample = {}                                                   # method -> metric -> list of [B] arrays
+    per_sample, count = {}, 0                                         # method -> metric -> list of [B] arrays
     for index, batch in enumerate(dataset):
         if max_batches is not None and index >= max_batches:
             break
@@ -740,8 +734,9 @@ def evaluate_prior(trainer: PriorTrainer, dataset, max_batches=None, with_baseli
             bucket = per_sample.setdefault(method, {})
             for name, value in values.items():
                 bucket.setdefault(name, []).append(np.asarray(value, np.float64))
+        count += int(batch["image"].shape[0])
     per_sample = {m: {k: np.concatenate(v) for k, v in values.items()} for m, values in per_sample.items()}
-    results = {"num_images": int(len(next(iter(per_sample["regressor"].values())))) if per_sample else 0,
+    results = {"num_images": count,
                "methods": {m: {k: float(v.mean()) for k, v in values.items()} for m, values in per_sample.items()}}
     if "mean_face" in per_sample:
         results["regressor_vs_mean_face"] = paired_comparison(per_sample["regressor"], per_sample["mean_face"])
@@ -780,6 +775,7 @@ def train_prior(config: PriorTrainConfig, log=print, on_step: Optional[Callable]
 
     from tf_facetex import io_utils
     from tf_facetex.training import summaries
+    from tf_facetex.training.trainer import evaluate_and_log
 
     if not config.model_dir:
         raise TrainingError("need --model_dir")
@@ -853,12 +849,8 @@ def train_prior(config: PriorTrainConfig, log=print, on_step: Optional[Callable]
         f"{', '.join(trainer.term_names(with_pseudo))}")
 
     def write_eval(step):
-        if eval_dataset is None:
-            return {}
-        results = evaluate(trainer, eval_dataset, config.eval_batches or None, evaluation_fn)
-        summary.scalars(step, results, "eval")
-        log(f"[train_prior] eval at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items())))
-        return results
+        return evaluate_and_log(trainer, eval_dataset, config.eval_batches or None, evaluation_fn, summary, step,
+                                log, "train_prior")
 
     def write_images(step):
         summary.image(step, "train", visual_grid(trainer.visuals(visual_batch)))

@@ -673,6 +673,17 @@ def evaluate(trainer, dataset, max_batches=None, evaluation_fn=None) -> dict:
     return {name: total / count for name, total in sums.items()} if count else {}
 
 
+def evaluate_and_log(trainer, dataset, max_batches, evaluation_fn, summary, step, log, tag) -> dict:
+    """`evaluate` on ``dataset`` (None: nothing, {}), written as eval/* scalars at ``step`` and logged as
+    '[tag] eval at step N: name=value, ...'. The training loops' periodic and final evaluation."""
+    if dataset is None:
+        return {}
+    results = evaluate(trainer, dataset, max_batches, evaluation_fn)
+    summary.scalars(step, results, "eval")
+    log(f"[{tag}] eval at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items())))
+    return results
+
+
 def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Callable] = None) -> TrainResult:
     """Trains the refinement module per `config` (see scripts/train.py for the flags).
 
@@ -771,12 +782,8 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
         + (f", off: {','.join(config.disabled_terms)}" if config.disabled_terms else ""))
 
     def write_eval(step):
-        if eval_dataset is None:
-            return {}
-        results = evaluate(trainer, eval_dataset, config.eval_batches or None, evaluation_fn)
-        summary.scalars(step, results, "eval")
-        log(f"[train] eval at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items())))
-        return results
+        return evaluate_and_log(trainer, eval_dataset, config.eval_batches or None, evaluation_fn, summary, step,
+                                log, "train")
 
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     step, logs, eval_results, interrupted = start_step, {}, {}, False
