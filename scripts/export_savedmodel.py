@@ -47,7 +47,7 @@ def main(argv):
     from tf_facetex.export import serving
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
-    from tf_facetex.pipeline import load_refinement_net
+    from tf_facetex.refinement.checkpoint import load_refinement_net
     from tf_facetex.prior.regressor import build_regressor, load_regressor
 
     untrained = [part for part, given in (("regressor", FLAGS.regressor_weights), ("refinement", FLAGS.checkpoint))

@@ -6,7 +6,8 @@ from tf_facetex import metrics
 from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
 from tf_facetex.prior.module import PriorConfig, PriorModule
 from tf_facetex.prior.photometric_fit import PhotometricFitConfig
-from tf_facetex.refine_fit import UVFitConfig, UVFitRefiner, render_from_lookup, shade_uv
+from tf_facetex.refinement.fit import UVFitConfig, UVFitRefiner
+from tf_facetex.refinement.objective import render_from_lookup, shade_uv
 from tf_facetex.rendering import FaceRenderer
 
 

@@ -93,6 +93,15 @@ def shading(normals, sh_coeffs):
     return tf.reduce_sum(basis * gamma, axis=-1)
 
 
+def shading_uv(normals_uv, light):
+    """Per-texel SH shading of a normal map: normals_uv [B, S, S, 3] with a light map [B, S, S, 27] or a global
+    gamma [B, 27] -> [B, S, S, 3] (`shading`, the 0.8 ambient added there)."""
+    light = tf.convert_to_tensor(light, tf.float32)
+    if light.shape.rank == 2:
+        light = light[:, tf.newaxis, tf.newaxis, :]
+    return shading(normals_uv, light)
+
+
 def shade(albedo, normals, sh_coeffs):
     """Lambertian colour ``albedo * shading(normals, sh_coeffs)``: [..., 3] each -> [..., 3]."""
     return albedo * shading(normals, sh_coeffs)

@@ -8,6 +8,8 @@ from tqdm import tqdm
 
 from tf_facetex import visualize
 from tf_facetex.evaluation import variants as V
+from tf_facetex.refinement.checkpoint import load_refinement_net
+from tf_facetex.refinement.fit import UVFitConfig
 
 COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
            ("identity", "identity ↑", "{:.3f}"))
@@ -17,8 +19,6 @@ ALBEDO_COLUMNS = (("albedo_si_rmse", "albedo si-RMSE ↓", "{:.4f}"), ("albedo_s
 
 
 def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps):
-    from tf_facetex.refine_fit import UVFitConfig
-
     built = collections.OrderedDict()
     for name in names:
         if name == "prior":
@@ -26,13 +26,12 @@ def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps):
         elif name == "unwrapped":
             built[name] = V.unwrapped_variant
         elif name == "fit":
-            built[name] = V.FitVariant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps))
+            built[name] = V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps))
         else:
             raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit; networks via --checkpoints)")
     for name, path in checkpoints.items():
-        from tf_facetex.pipeline import load_refinement_net
         net, _ = load_refinement_net(path, log=lambda *_: None)
-        built[name] = V.NetworkVariant(net, uv_mask)
+        built[name] = V.network_variant(net, uv_mask)
     return built
 
 

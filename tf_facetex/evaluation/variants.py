@@ -4,9 +4,12 @@ A variant maps a batch of refinement samples (`tf_facetex.prior.samples`) to an 
 a detailed light map:
 - ``prior``: the 3DMM prior albedo A with the coarse light L (Deng et al.'s render);
 - ``unwrapped``: the unwrapped photo T used as the albedo (prior where unseen), coarse light;
-- ``fit``: the no-weights default, A' and L' optimised per image (`tf_facetex.refine_fit`);
-- ``network``: a trained `RefinementNet` (a training checkpoint), OD = R(A', L') and OC = R(A', L);
+- ``fit``: the no-weights default the product ships, `tf_facetex.refinement.FitRefiner` (A' and L' optimised
+  per image, then the coarse light where the photo shows nothing);
+- ``network``: a trained `RefinementNet` (a training checkpoint) run by the product's
+  `tf_facetex.refinement.NetworkRefiner` (the fixed unseen-texel noise); OD = R(A', L') and OC = R(A', L);
   ablations are networks trained with terms switched off, evaluated the same way.
+What is evaluated is what ships: the fit and network variants are the product's refiners, not copies.
 Metrics per variant (means over images):
 - the paper's Table 1 columns on the face mask: L1, PSNR, SSIM of the re-render against the input, and
   identity similarity of input and re-render (dlib's face-recognition ResNet in place of LightCNN/evoLve,
@@ -19,7 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import metrics, sh
-from tf_facetex.refine_fit import render_from_lookup, shade_uv
+from tf_facetex.identity import identity_similarity
+from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+from tf_facetex.refinement.network import NetworkRefiner
+from tf_facetex.refinement.objective import render_lit
 
 IDENTITY_NOTE = ("identity = cosine similarity of dlib face-recognition ResNet embeddings (input vs re-render), "
                  "used in place of the paper's LightCNN / evoLve, which cannot be run here")
@@ -46,45 +52,31 @@ def unwrapped_variant(batch):
     return {"albedo_uv": batch["texture_uv"] * seen + batch["prior_albedo_uv"] * (1.0 - seen), "light_uv": None}
 
 
-class FitVariant:
-    """The per-image UV fit (`UVFitRefiner`)."""
+def fit_variant(uv_mask, symmetry_index, config=None):
+    """The shipped per-image fit (`FitRefiner`, coarse light where unseen) as a variant."""
+    return _refined(FitRefiner(uv_mask, symmetry_index, config or UVFitConfig()))
 
-    def __init__(self, uv_mask, symmetry_index, config=None):
-        from tf_facetex.refine_fit import UVFitConfig, UVFitRefiner
-        self.refiner = UVFitRefiner(uv_mask, symmetry_index, config or UVFitConfig())
 
-    def __call__(self, batch):
-        out = self.refiner(batch)
+def network_variant(net, uv_mask):
+    """A trained refinement network exactly as the product runs it (`NetworkRefiner`)."""
+    return _refined(NetworkRefiner(net, uv_mask))
+
+
+def _refined(refiner):
+    def variant(batch):
+        out = refiner(batch)
         return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"]}
 
-
-class NetworkVariant:
-    """A trained refinement network, run exactly as the product runs it (`pipeline.refine_with_network`: unseen
-    texels filled with the fixed `unseen_noise` draw, outputs masked to the UV chart)."""
-
-    def __init__(self, generator, uv_mask):
-        from tf_facetex.pipeline import unseen_noise
-        self.generator = generator
-        self.uv_mask = uv_mask
-        self.noise = unseen_noise(int(uv_mask.shape[0]))
-
-    def __call__(self, batch):
-        from tf_facetex.pipeline import refine_with_network
-        albedo, light = refine_with_network(self.generator, batch["texture_uv"], batch["visibility_uv"],
-                                            batch["prior_albedo_uv"], self.uv_mask, self.noise)
-        return {"albedo_uv": albedo, "light_uv": light}
+    variant.refiner = refiner
+    return variant
 
 
 def renders(batch, albedo_uv, light_uv):
     """(OD, OC) re-renders [B, H, W, 3]: with the detailed light (or the coarse one when None) and the coarse."""
-    gamma_map = batch["gamma"][:, None, None, :]
-    coarse = render_from_lookup(shade_uv(albedo_uv, gamma_map, batch["normals_uv"]), batch["pixel_uv"],
-                                batch["proj_mask"])
+    coarse = render_lit(batch, albedo_uv, batch["gamma"])
     if light_uv is None:
         return coarse, coarse
-    detailed = render_from_lookup(shade_uv(albedo_uv, light_uv, batch["normals_uv"]), batch["pixel_uv"],
-                                  batch["proj_mask"])
-    return detailed, coarse
+    return render_lit(batch, albedo_uv, light_uv), coarse
 
 
 def composite(rendered, image, mask):
@@ -114,7 +106,6 @@ def evaluate_batch(batch, output, uv_mask, encoder=None, lights=None):
 
 
 def _identity(encoder, rendered, image, landmarks):
-    from tf_facetex.identity import identity_similarity
     return identity_similarity(encoder.embed(rendered, landmarks), encoder.embed(image, landmarks)).numpy()
 
 
@@ -129,9 +120,7 @@ def relighting_error(batch, albedo_uv, truth_uv, region, lights=None):
     errors = []
     for light in lights:
         light_map = tf.ones_like(batch["normals_uv"][..., :1]) * tf.constant(light)
-        ours = render_from_lookup(shade_uv(aligned, light_map, batch["normals_uv"]), batch["pixel_uv"],
-                                  batch["proj_mask"])
-        truth = render_from_lookup(shade_uv(truth_uv, light_map, batch["normals_uv"]), batch["pixel_uv"],
-                                   batch["proj_mask"])
+        ours = render_lit(batch, aligned, light_map)
+        truth = render_lit(batch, truth_uv, light_map)
         errors.append(tf.sqrt(metrics.masked_mse(ours, truth, batch["proj_mask"])).numpy())
     return np.mean(errors, axis=0)

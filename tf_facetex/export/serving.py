@@ -12,7 +12,7 @@ docs/SERVING.md):
   TF Serving's REST API returns ``*_bytes`` outputs base64-encoded as ``{"b64": ...}``).
 - ``refine(texture_uv f32 [B, S, S, 3], visibility_uv f32 [B, S, S, 1], prior_albedo_uv f32 [B, S, S, 3])`` ->
   ``albedo_uv``, ``illumination_uv``: the refinement network alone (unseen texels filled with the fixed noise of
-  `pipeline.unseen_noise`, outputs masked to the UV chart).
+  `refinement.network.unseen_noise`, outputs masked to the UV chart).
 
 The graph is built with ``FaceRenderer(jit_stages=False)``: plain TF ops, no XLA, no py_function, so a stock
 ``tensorflow_model_server`` runs it. The prior path reproduces `PriorModule` in regressor mode without its eager
@@ -35,7 +35,7 @@ import tensorflow as tf
 from tf_facetex import camera
 from tf_facetex.errors import FaceTexError
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
-from tf_facetex.pipeline import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
+from tf_facetex.refinement.network import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
 from tf_facetex.rendering import FaceRenderer
 
 IMAGE_SIZE = 224

@@ -12,7 +12,7 @@ The full pipeline (rasteriser, unwrap) is not offered as TFLite: see docs/SERVIN
 import numpy as np
 import tensorflow as tf
 
-from tf_facetex.pipeline import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
+from tf_facetex.refinement.network import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
 
 QUANTIZATIONS = ("float32", "dynamic_int8")
 

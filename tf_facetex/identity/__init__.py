@@ -10,4 +10,4 @@ from tf_facetex.identity.alignment import (arcface_chip_matrices_tf, arcface_chi
 from tf_facetex.identity.dlib_format import DlibNet, read_dlib_net
 from tf_facetex.identity.dlib_resnet import DLIB_SAME_PERSON_DISTANCE, build_dlib_resnet, load_dlib_face_resnet
 from tf_facetex.identity.encoder import (ArcFaceIdentityEncoder, DlibIdentityEncoder, IdentityEncoder,
-                                         get_identity_encoder, identity_similarity)
+                                         get_identity_encoder, identity_similarity, make_embed_fn)

@@ -279,3 +279,22 @@ def _cached_encoder(backend, weights_path):
 def get_identity_encoder(backend="dlib", weights_path=None) -> IdentityEncoder:
     """A shared encoder instance per (backend, weights file): models are loaded once per process."""
     return _cached_encoder(backend, None if weights_path is None else os.fspath(weights_path))
+
+
+IDENTITY_BACKENDS = ("none", "dlib", "arcface")
+
+
+def make_embed_fn(backend="none", weights_path=None):
+    """`embed_fn(images [B, H, W, 3] in [0, 1], landmarks [B, 68, 2]) -> [B, D]` for the identity / cross-perceptual
+    terms, or None for 'none'. dlib's ResNet by default; ArcFace given its weights. Call it under the strategy
+    scope (the network's variables are created there)."""
+    if backend == "none":
+        return None
+    if backend not in IDENTITY_BACKENDS:
+        raise ValueError(f"--identity must be one of {IDENTITY_BACKENDS}, got {backend!r}")
+    encoder = get_identity_encoder(backend, weights_path or None)
+
+    def embed_fn(images, landmarks):
+        return encoder.embed(images, landmarks)
+
+    return embed_fn

@@ -21,10 +21,11 @@ from tf_facetex.losses.refinement import (
     symmetry_loss,
     total_generator_loss,
 )
+from tf_facetex.losses.weighting import weighted_total
 
 __all__ = [
     "GAN_KINDS", "LOSS_OPTION_PRESETS", "LOSS_WEIGHT_PRESETS", "LossOptions", "LossWeights", "TERMS",
     "cross_perceptual_loss", "edge_aware_smoothness", "gan_discriminator_loss", "gan_generator_loss",
     "illumination_regularization", "image_gradient_loss", "image_loss", "masked_mean", "mirror_uv",
-    "prior_l1_loss", "roll_batch", "smoothness_weights", "symmetry_loss", "total_generator_loss",
+    "prior_l1_loss", "roll_batch", "smoothness_weights", "symmetry_loss", "total_generator_loss", "weighted_total",
 ]

@@ -1,6 +1,7 @@
-"""Checkpoints of a training run (nets, both optimisers, step, epoch), a finite-state guard, and stop signals.
+"""Checkpoints of a training run (any trainer's nets, optimisers, step, epoch), a finite-state guard, stop signals.
 
-- `make_checkpoint(trainer)`: the tf.train.Checkpoint of everything a resumed run needs.
+- `make_checkpoint(trainer)`: the tf.train.Checkpoint of everything a resumed run needs (the trainer's
+  ``checkpoint_items()``).
 - `CheckpointKeeper`: a CheckpointManager that refuses to write a state with NaN/Inf in it (so the newest checkpoint
   on disk is always a good one) and, under MultiWorkerMirroredStrategy, lets every worker take part in the save
   (collective ops) while only the chief writes into the run folder.
@@ -24,16 +25,15 @@ CHECKPOINT_PREFIX = "ckpt"
 
 
 def make_checkpoint(trainer) -> tf.train.Checkpoint:
-    """tf.train.Checkpoint of a FaceTexTrainer: generator, discriminator, both optimisers, step and epoch."""
-    return tf.train.Checkpoint(generator=trainer.generator, discriminator=trainer.discriminator,
-                               g_optimizer=trainer.g_optimizer, d_optimizer=trainer.d_optimizer,
-                               step=trainer.step, epoch=trainer.epoch)
+    """tf.train.Checkpoint of a trainer's ``checkpoint_items()`` (nets, optimisers, step and epoch): any trainer
+    (refinement `FaceTexTrainer`, prior `PriorTrainer`) names what a resumed run needs."""
+    return tf.train.Checkpoint(**trainer.checkpoint_items())
 
 
 def checkpointed_variables(trainer) -> list:
-    """Every variable a checkpoint holds (nets incl. BatchNorm statistics, optimiser slots, counters)."""
-    return (list(trainer.generator.variables) + list(trainer.discriminator.variables)
-            + list(trainer.g_optimizer.variables) + list(trainer.d_optimizer.variables))
+    """Every variable a checkpoint holds (the trainer's ``checkpointed_variables()``: nets incl. BatchNorm
+    statistics, optimiser slots, counters)."""
+    return list(trainer.checkpointed_variables())
 
 
 def non_finite_variables(variables) -> list:
@@ -70,7 +70,8 @@ class CheckpointKeeper:
 
     Args:
       directory: the run's checkpoint folder.
-      trainer: a compiled FaceTexTrainer (optimisers built, so slots restore exactly).
+      trainer: a compiled trainer with ``checkpoint_items()`` and ``checkpointed_variables()`` (optimisers built, so
+        slots restore exactly).
       max_to_keep: checkpoints kept (older ones deleted).
       is_chief: False on non-chief workers of a multi-worker run: they save into a temporary folder (their save is
         needed for the collective ops) that is deleted straight after.

@@ -1,0 +1,227 @@
+"""The batch runner of scripts/reconstruct.py: inputs -> face folders, errors recorded per input.
+
+A face folder is written under a temporary name and renamed when complete; ``errors.json`` and the ``index.html``
+contact sheet are rewritten at the end. TensorFlow loads only when the `Reconstructor` is built (at the first
+detected face), so bad inputs are reported in about a second: the reconstructor is passed in as a factory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import tempfile
+import time
+import traceback
+from typing import Callable, List, Sequence
+
+from tqdm import tqdm
+
+from tf_facetex import io_utils, paths
+from tf_facetex.data.align import FacePreprocessor
+from tf_facetex.data.datasets import list_image_files
+from tf_facetex.data.images import IMAGE_EXTENSIONS, load_image
+from tf_facetex.errors import FaceTexError
+from tf_facetex.pipeline.contact_sheet import write_index_html
+from tf_facetex.pipeline.outputs import OutputOptions, write_face_outputs
+
+
+class FaceFinder:
+    """Photo -> aligned faces with masks, like `FacePreprocessor`, but the face masker is built at the first face
+    found: the parsing network (the default masker when its weights exist) loads TensorFlow, and inputs without a
+    face should be rejected in a second, not after that.
+
+    Args:
+      detector: 'hog' or 'cnn'; masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a
+      `FaceMasker`; all_faces: every face instead of the largest.
+    """
+
+    def __init__(self, detector="hog", masker="parsing", all_faces=False, log=print):
+        self.aligner = FacePreprocessor(detector=detector, masker=None, all_faces=all_faces)
+        self.masker_spec = masker
+        self.masker = None if isinstance(masker, str) else masker
+        self.log = log
+
+    def _masker(self):
+        if self.masker is None:
+            # Lazy: the parsing network's loader imports TensorFlow / Keras (seconds); an input without a face is
+            # rejected before that.
+            from tf_facetex.data.parsing_net import masker_from_name
+
+            self.masker = masker_from_name(self.masker_spec, paths.parsing_net_weights(), log=self.log)
+        return self.masker
+
+    def from_image(self, image, name="<image>"):
+        """uint8 [H, W, 3] -> list of `AlignedFace` with masks (largest first). Raises NoFaceError."""
+        faces = self.aligner.from_image(image, name=name)
+        masker = self._masker()
+        for face in faces:
+            face.mask = masker(face.image, face.landmarks) * face.valid
+        return faces
+
+
+def resolve_inputs(path, recursive=True) -> List[pathlib.Path]:
+    """An image file or a folder of them -> sorted image paths. FaceTexError when there is nothing to do."""
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir():
+        files = list_image_files(path, recursive=recursive)
+        if not files:
+            raise FaceTexError(f"{path}: no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return files
+    if path.is_file():
+        return [path]
+    raise FaceTexError(f"{path}: no such file or folder")
+
+
+def check_output_dir(path) -> pathlib.Path:
+    """Creates the output folder if needed and proves it is writable (a probe file), before any work is done."""
+    path = pathlib.Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=path)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise FaceTexError(f"{path}: output folder is not writable ({err.strerror or err})") from err
+    return path
+
+
+def folder_names(paths: Sequence[pathlib.Path]) -> dict:
+    """{path: folder base name}: the image stem, disambiguated by extension and a counter on collisions."""
+    stems = {}
+    for path in paths:
+        stems.setdefault(path.stem, []).append(path)
+    names, used = {}, set()
+    for path in paths:
+        name = path.stem if len(stems[path.stem]) == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        names[path] = name
+    return names
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_folder(staging: pathlib.Path, final: pathlib.Path):
+    """Renames a completed staging folder to its final name (replacing an older result of the same name).
+
+    The staging folder and its files were created private (mkdtemp / mkstemp: 0700 / 0600); they get the usual
+    permissions (umask) first, so that a web server or a colleague can read the results.
+    """
+    umask = _umask()
+    os.chmod(staging, 0o777 & ~umask)
+    for path in staging.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.rename(final, old)
+    os.rename(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    out_dir: pathlib.Path
+    inputs: int = 0
+    outputs: list = dataclasses.field(default_factory=list)     # {'input', 'folder', 'face_index', 'metrics'}
+    errors: list = dataclasses.field(default_factory=list)      # {'input', 'error'}
+    seconds: float = 0.0
+
+    @property
+    def failed_inputs(self) -> int:
+        return len({error["input"] for error in self.errors})
+
+    @property
+    def all_failed(self) -> bool:
+        return self.inputs > 0 and not self.outputs
+
+
+def _error_text(err, verbose=False):
+    if isinstance(err, (FaceTexError, OSError)):
+        return " ".join(str(err).split())
+    text = f"internal error: {type(err).__name__}: {' '.join(str(err).split())}"
+    return text + ("\n" + traceback.format_exc() if verbose else "")
+
+
+def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], "Reconstructor"], preprocessor,
+                       batch_size=1, options: OutputOptions = OutputOptions(), all_faces=False, progress=True,
+                       log=print, verbose=False, run_info=None) -> RunSummary:
+    """Reconstructs every face of every input image into ``out_dir/<stem>[_face<k>]/``.
+
+    Args:
+      inputs: list of image paths (`resolve_inputs`).
+      out_dir: the output folder (`check_output_dir` first).
+      make_reconstructor: builds the `Reconstructor`; called once, at the first detected face (its errors stop the
+        run: they are not about one input).
+      preprocessor: a `FaceFinder` or `FacePreprocessor` (detect, 68 landmarks, align, mask).
+      batch_size: faces per reconstruction batch.
+      all_faces: every face of a photo (folders get ``_face<k>``), else the largest.
+    A failing input (unreadable, no face, ...) is recorded and the run goes on; a face folder appears only when it
+    is complete (written as ``.<name>.*.partial`` and renamed). ``errors.json`` and ``index.html`` are rewritten
+    at the end. Returns a `RunSummary`.
+    """
+    start = time.perf_counter()
+    out_dir = pathlib.Path(out_dir)
+    summary = RunSummary(out_dir=out_dir, inputs=len(inputs))
+    names = folder_names(inputs)
+    reconstructor = None
+    pending = []   # (path, photo, face)
+
+    def flush():
+        nonlocal reconstructor, pending
+        batch, pending = pending, []
+        if not batch:
+            return
+        failed_paths = {error["input"] for error in summary.errors}
+        if reconstructor is None:
+            reconstructor = make_reconstructor()   # a setup error (model, weights) stops the run: not per input
+        try:
+            results = reconstructor.reconstruct([face for _, _, face in batch])
+        except Exception as err:  # noqa: BLE001 - recorded per input; the run goes on
+            for path, _, _ in batch:
+                if str(path) not in failed_paths:
+                    summary.errors.append({"input": str(path), "error": _error_text(err, verbose)})
+                    failed_paths.add(str(path))
+            return
+        for (path, photo, face), result in zip(batch, results):
+            name = names[path] + (f"_face{face.face_index}" if all_faces else "")
+            staging = None
+            try:
+                staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
+                write_face_outputs(result, staging, reconstructor.model, reconstructor.layout, photo, path,
+                                   reconstructor.uv_mask, options,
+                                   info={"pipeline": reconstructor.describe(), **(run_info or {})})
+                publish_folder(staging, out_dir / name)
+                summary.outputs.append({"input": str(path), "folder": name, "face_index": face.face_index,
+                                        "metrics": result.metrics})
+            except Exception as err:  # noqa: BLE001
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                summary.errors.append({"input": str(path), "error": _error_text(err, verbose)})
+
+    bar = tqdm(inputs, desc="reconstruct", unit="img", disable=not progress, dynamic_ncols=True)
+    for path in bar:
+        try:
+            photo = load_image(path)
+            faces = preprocessor.from_image(photo, name=str(path))
+        except Exception as err:  # noqa: BLE001 - ImageError / NoFaceError expected; anything else recorded too
+            summary.errors.append({"input": str(path), "error": _error_text(err, verbose)})
+            continue
+        pending.extend((path, photo, face) for face in faces)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    io_utils.write_json(out_dir / "errors.json", summary.errors)
+    write_index_html(out_dir, summary.errors)
+    return summary

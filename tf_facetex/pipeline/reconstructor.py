@@ -1,0 +1,177 @@
+"""`Reconstructor`: aligned faces -> `FaceResult`s (prior -> detail refinement -> renders), and `render_posed`, the
+re-render of any albedo under any light and pose (relighting, turntables). Data flow: docs/ARCHITECTURE.md."""
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tf_facetex import camera, metrics
+from tf_facetex.conventions import CROP_SIZE
+from tf_facetex.errors import FaceTexError
+from tf_facetex.lighting_presets import preset
+from tf_facetex.pipeline.result import TURNTABLE_LIGHT, TURNTABLE_YAWS, FaceResult
+from tf_facetex.prior.landmark_fit import LandmarkFitConfig
+from tf_facetex.prior.module import PriorConfig, PriorModule
+from tf_facetex.refinement.base import Refiner
+from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+from tf_facetex.rendering import FaceRenderer
+from tf_facetex.rendering.renderer import DEFAULT_UV_SIZE
+
+
+@dataclasses.dataclass
+class ReconstructionConfig:
+    prior: str = "fit"                  # 'fit' (no weights) or 'regressor'
+    uv_size: int = DEFAULT_UV_SIZE
+    fit_steps: int = 150                # UV-fit (detail stage without weights) Adam steps
+    landmark_steps: int = 300           # landmark-fit steps of the fitting prior
+    image_size: int = CROP_SIZE
+    mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
+    turntable_light: str = TURNTABLE_LIGHT
+    turntable_yaws: tuple = TURNTABLE_YAWS
+
+
+def _numpy(value) -> np.ndarray:
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
+                 background=0.0):
+    """Renders faces with given coefficients under any light and pose (relighting, turntables).
+
+    Args:
+      renderer: a `FaceRenderer` (its image size is the output size); decoder: `FaceDecoder`; layout: its layout.
+      coeffs: [B, C] (identity and expression used; angles / translation unless overridden).
+      albedo_uv: [B, S, S, 3]; light: [B, 27] global SH or [B, S, S, 27] per-texel map.
+      angles: [B, 3] (pitch, yaw, roll) radians, or None = the coefficients'; translation: [B, 3] or None.
+    Returns:
+      (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
+    """
+    coeffs = tf.convert_to_tensor(coeffs, tf.float32)
+    parts = layout.split(coeffs)
+    angles = parts["angles"] if angles is None else tf.convert_to_tensor(angles, tf.float32)
+    translation = parts["translation"] if translation is None else tf.convert_to_tensor(translation, tf.float32)
+    vertices = decoder({"id": parts["id"], "exp": parts["exp"]})["vertices"]
+    posed = camera.rigid_transform(vertices, angles, translation)
+    raster = renderer.rasterize(posed)
+    normals_uv = renderer.normals_uv(posed_vertices=posed)
+    return renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
+                           background=background)
+
+
+def turntable_poses(count_or_yaws=TURNTABLE_YAWS):
+    """(angles [V, 3] radians, translation [V, 3]) of a frontal turntable: yaw only, the face centred."""
+    yaws = np.radians(np.asarray(count_or_yaws, np.float32))
+    angles = np.stack([np.zeros_like(yaws), yaws, np.zeros_like(yaws)], axis=-1)
+    return angles, np.zeros_like(angles)
+
+
+class Reconstructor:
+    """Aligned faces -> `FaceResult`s: prior (fit or regressor) -> refiner (fit or network) -> renders.
+
+    Args:
+      model: the `MorphableModel`.
+      config: `ReconstructionConfig`.
+      refiner: a `Refiner`; default `FitRefiner` with ``config.fit_steps``.
+      regressor: a `PriorRegressor` (needed when ``config.prior == 'regressor'``).
+    """
+
+    def __init__(self, model, config: ReconstructionConfig = ReconstructionConfig(), refiner: Refiner = None,
+                 regressor=None):
+        if refiner is not None and refiner.uv_size and refiner.uv_size != config.uv_size:
+            raise FaceTexError(f"the refinement network works at UV {refiner.uv_size}, the pipeline at "
+                               f"{config.uv_size}; use --uv_size {refiner.uv_size}")
+        self.model = model
+        self.config = config
+        self.renderer = FaceRenderer(model, config.image_size, config.uv_size)
+        prior_config = PriorConfig(mode=config.prior, image_size=config.image_size, uv_size=config.uv_size,
+                                   landmark=LandmarkFitConfig(steps=config.landmark_steps),
+                                   mask_unwrap=config.mask_unwrap)
+        try:
+            self.prior = PriorModule(model, prior_config, regressor=regressor, renderer=self.renderer)
+        except ValueError as err:
+            raise FaceTexError(str(err)) from err
+        self.refiner = refiner or FitRefiner(self.renderer.uv_mask, self.renderer.uv_symmetry_index,
+                                             UVFitConfig(steps=config.fit_steps))
+        self.decoder = self.prior.decoder
+        self.layout = self.prior.layout
+
+    def use_refiner(self, refiner: Refiner):
+        """Replaces the detail stage (e.g. a `NetworkRefiner` built on this reconstructor's `renderer.uv_mask`)."""
+        if refiner.uv_size and refiner.uv_size != self.config.uv_size:
+            raise FaceTexError(f"the refinement network works at UV {refiner.uv_size}, the pipeline at "
+                               f"{self.config.uv_size}; use --uv_size {refiner.uv_size}")
+        self.refiner = refiner
+
+    @property
+    def uv_mask(self) -> np.ndarray:
+        """[S, S, 1] float32, 1 inside the UV chart."""
+        return self.renderer.uv_mask.numpy()
+
+    def describe(self) -> dict:
+        return {"prior": self.config.prior, "refiner": self.refiner.describe(), "uv_size": self.config.uv_size,
+                "image_size": self.config.image_size, "landmark_steps": self.config.landmark_steps}
+
+    def reconstruct(self, faces: Sequence) -> List[FaceResult]:
+        """Reconstructs a batch of `AlignedFace`s (crops at the config's image size) -> one `FaceResult` each."""
+        if not faces:
+            return []
+        images = np.stack([face.image for face in faces]).astype(np.float32) / 255.0
+        landmarks = np.stack([face.landmarks for face in faces]).astype(np.float32)
+        masks = np.stack([(face.mask if face.mask is not None else face.valid) for face in faces])[..., None]
+        prior_out = self.prior(images, landmarks, masks.astype(np.float32))
+        refined = self.refiner(prior_out)
+        albedo_uv, light_uv = refined["albedo_uv"], refined["light_uv"]
+        posed = prior_out["posed_vertices"]
+        raster = self.renderer.rasterize(posed)
+        normals_uv = prior_out["normals_uv"]
+        detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
+        coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
+        shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
+        parts = self.layout.split(prior_out["coeffs"])
+        decoded = self.decoder({"id": parts["id"], "exp": parts["exp"]})
+        face_mask = prior_out["face_mask"]
+        psnr = {
+            "prior_psnr_db": prior_out["coarse_psnr"],
+            "coarse_psnr_db": metrics.masked_psnr(tf.clip_by_value(coarse, 0, 1), images, face_mask),
+            "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
+        }
+        posed_normals = self.renderer.vertex_normals(posed)
+        turntables = self._turntables(prior_out["coeffs"], albedo_uv) if self.config.turntable_yaws else None
+        # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
+        # ~7x slower at batch 16, scripts/bench.py).
+        psnr = {name: _numpy(value) for name, value in psnr.items()}
+        arrays = {name: _numpy(value) for name, value in {
+            "coeffs": prior_out["coeffs"], "tone": prior_out["tone"], "albedo_uv": albedo_uv, "light_uv": light_uv,
+            "shading_uv": shading_uv, "normals_uv": normals_uv, "visibility_uv": prior_out["visibility_uv"],
+            "render_detailed": detailed, "render_coarse": coarse, "render_mask": render_mask, "face_mask": face_mask,
+            "vertices": decoded["vertices"], "normals": decoded["normals"], "posed_vertices": posed,
+            "posed_normals": posed_normals}.items()}
+        landmark_error = _numpy(prior_out["landmark_error"]) if "landmark_error" in prior_out else None
+        out = []
+        for b, face in enumerate(faces):
+            face_metrics = {name: float(value[b]) for name, value in psnr.items()}
+            if landmark_error is not None:
+                face_metrics["landmark_error_px"] = float(landmark_error[b])
+            face_metrics["uv_seen_fraction"] = float(arrays["visibility_uv"][b].sum() / max(self.uv_mask.sum(), 1.0))
+            out.append(FaceResult(face=face, **{name: value[b] for name, value in arrays.items()},
+                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics))
+        return out
+
+    def render(self, coeffs, albedo_uv, light, angles=None, translation=None):
+        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1])."""
+        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation)
+
+    def _turntables(self, coeffs, albedo_uv):
+        """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred)."""
+        angles, translation = turntable_poses(self.config.turntable_yaws)
+        views = angles.shape[0]
+        gamma = np.tile(preset(self.config.turntable_light)[None], [views, 1])
+        strips = []
+        for b in range(int(coeffs.shape[0])):
+            images, _ = self.render(tf.repeat(coeffs[b:b + 1], views, axis=0),
+                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation)
+            strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
+        return strips

@@ -1,0 +1,60 @@
+"""The UV-space objective of the detail refinement (docs/METHOD.md, "Detail refinement"): rendering by lookup,
+the loss terms every refiner shares, and the weighted total.
+
+The geometry is frozen during refinement, so rendering is a lookup: per texel colour A' * shading(n_uv, L'),
+bilinearly sampled at every pixel's texel position and masked by M_proj. The per-image fit
+(`tf_facetex.refinement.fit`) and the network trainer (`tf_facetex.refinement.trainer`) both build their
+objective from `uv_terms` and `tf_facetex.losses.weighted_total`, so the two detail stages optimise the same formulas.
+"""
+from __future__ import annotations
+
+from tf_facetex import sh
+from tf_facetex.losses import (LossOptions, edge_aware_smoothness, illumination_regularization, image_gradient_loss,
+                               image_loss, prior_l1_loss, symmetry_loss)
+from tf_facetex.rendering import uv as uv_lib
+
+
+def render_from_lookup(maps_uv, pixel_uv, proj_mask):
+    """Images from UV maps through the cached image-from-UV lookup: bilinear(maps_uv, pixel_uv) * proj_mask.
+
+    maps_uv [B, S, S, C], pixel_uv [B, H, W, 2] (col, row), proj_mask [B, H, W, 1] -> [B, H, W, C]; the renderer's
+    `render_uv_maps`, so training, the fit and inference sample UV maps identically.
+    """
+    return uv_lib.render_uv_maps(maps_uv, pixel_uv, proj_mask)
+
+
+def shade_uv(albedo_uv, light, normals_uv):
+    """A' * shading(n_uv, L'): albedo [B, S, S, 3], light map [B, S, S, 27] or global gamma [B, 27], normals
+    [B, S, S, 3] -> [B, S, S, 3] (`sh.shading_uv`)."""
+    return albedo_uv * sh.shading_uv(normals_uv, light)
+
+
+def render_lit(batch, albedo_uv, light):
+    """R(A, L) of a refinement-sample batch: the albedo shaded by ``light`` (map or gamma) and looked up -> [B, H, W, 3]."""
+    return render_from_lookup(shade_uv(albedo_uv, light, batch["normals_uv"]), batch["pixel_uv"], batch["proj_mask"])
+
+
+def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, symmetry_index=None,
+             options: LossOptions = LossOptions()) -> dict:
+    """The unweighted UV-space terms both detail stages share (paper eq. 1, 10-11, 15, 16; docs/METHOD.md).
+
+    Args:
+      albedo_uv [B, S, S, 3] A'; light_uv [B, S, S, 27] L'; rendered [B, H, W, 3] R(A', L');
+      batch: refinement samples (image, face_mask, gamma, prior_albedo_uv); uv_mask [S, S, 1] the chart;
+      illumination_mask: the M_uv of the light regulariser ([S, S, 1] or [B, S, S, 1]);
+      symmetry_index [S * S] or None; options: which form each term takes (`LossOptions`).
+    Returns:
+      {'illumination', 'symmetry', 'smoothness', 'prior_l1', 'image_gradient', 'image'}: scalars.
+    """
+    prior, image, face_mask = batch["prior_albedo_uv"], batch["image"], batch["face_mask"]
+    return {
+        "illumination": illumination_regularization(light_uv, batch["gamma"], illumination_mask,
+                                                    norm=options.illumination_norm,
+                                                    rgb_consistency=options.illumination_rgb_consistency),
+        "symmetry": symmetry_loss(albedo_uv, uv_mask, symmetry_index, norm=options.symmetry_norm),
+        "smoothness": edge_aware_smoothness(albedo_uv, prior, uv_mask, alpha=options.smoothness_alpha,
+                                            variant=options.smoothness_variant),
+        "prior_l1": prior_l1_loss(albedo_uv, prior, uv_mask, norm=options.prior_norm),
+        "image_gradient": image_gradient_loss(rendered, image, face_mask, norm=options.image_gradient_norm),
+        "image": image_loss(rendered, image, face_mask, form=options.image_form),
+    }
