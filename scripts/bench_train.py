@@ -52,8 +52,8 @@ def bench_net(preset, batch_size, repeats, data_dir):
     import tensorflow as tf
 
     from tf_facetex.prior.samples import sample_dataset
-    from tf_facetex.training import toy_data
-    from tf_facetex.training.trainer import TrainConfig, build_trainer
+    from tf_facetex.refinement import toy_data
+    from tf_facetex.refinement.train import TrainConfig, build_trainer
 
     sizes = SIZES[preset]
     pattern = toy_data.write_toy_dataset(os.path.join(data_dir, preset), batch_size, eval_fraction=0.0,

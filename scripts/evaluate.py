@@ -33,7 +33,7 @@ def main(argv):
     from tf_facetex import io_utils
     from tf_facetex.errors import FaceTexError
     from tf_facetex.evaluation.benchmark import evaluate_variants, markdown_table, variant_figure
-    from tf_facetex.training.trainer import inspect_samples
+    from tf_facetex.refinement.train import inspect_samples
 
     if not FLAGS.data or not FLAGS.json:
         raise FaceTexError("--data and --json are required (see --help)")

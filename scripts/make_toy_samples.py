@@ -3,7 +3,7 @@
   python scripts/make_toy_samples.py --out=outputs/toy64 --n=240
   python scripts/make_toy_samples.py --out=outputs/toy256 --n=64 --image_size=224 --uv_size=256
 
-The toy world (tf_facetex/training/toy_data.py) is a cylinder-and-dome head with a ground-truth albedo (smooth
+The toy world (tf_facetex/refinement/toy_data.py) is a cylinder-and-dome head with a ground-truth albedo (smooth
 skin, brows/eyes/lips, freckles), a random SH light times a soft cast shadow, and an image rendered by the same
 lookup the trainer uses; the samples carry albedo_gt_uv and irradiance_gt_uv for albedo-error evaluation. Writes
 <out>/train-*.tfrecord and <out>/eval-*.tfrecord (--eval_fraction of --n, the paper's 85/15 by default).
@@ -34,7 +34,7 @@ def main(argv):
         raise app.UsageError("--out is required")
     if FLAGS.n < 1 or FLAGS.image_size < 8 or FLAGS.uv_size < 8:
         raise app.UsageError("need --n >= 1, --image_size >= 8 and --uv_size >= 8")
-    from tf_facetex.training.toy_data import write_toy_dataset
+    from tf_facetex.refinement.toy_data import write_toy_dataset
 
     result = write_toy_dataset(FLAGS.out, FLAGS.n, FLAGS.eval_fraction, FLAGS.image_size, FLAGS.uv_size,
                                FLAGS.num_shards, FLAGS.seed, FLAGS.max_yaw)

@@ -37,7 +37,8 @@ def main(argv):
     from tf_facetex.errors import FaceTexError
     from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
     from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter
-    from tf_facetex.prior.training import load_model_for_training, make_prior_dataset, shape_rmse_mm
+    from tf_facetex.prior.train import load_model_for_training, make_prior_dataset
+    from tf_facetex.prior.trainer import shape_rmse_mm
 
     model = load_model_for_training(FLAGS.face_model)
     layout = CoefficientLayout.for_model(model)

@@ -98,7 +98,7 @@ cli.register_name_values_validator("loss_weights", TERM_FLAGS, "term")
 
 
 def config_from_flags():
-    from tf_facetex.training.trainer import TrainConfig
+    from tf_facetex.refinement.train import TrainConfig
 
     disabled = tuple(term for term in TERM_FLAGS if not FLAGS[f"use_{term}"].value)
     return TrainConfig(
@@ -127,7 +127,8 @@ def main(argv):
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)  # TF's checkpoint code logs every save at INFO
 
-    from tf_facetex.training.trainer import make_strategy, train
+    from tf_facetex.training.distribute import make_strategy
+    from tf_facetex.refinement.train import train
 
     strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs that)
     keras.utils.set_random_seed(config.seed)

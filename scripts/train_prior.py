@@ -8,7 +8,7 @@
 
 Data: any data-pipeline TFRecords (scripts/preprocess.py: aligned crops, 68 landmarks, face mask), or, with no
 --train_data, --synthetic_count synthetic faces written once under --synthetic_dir (default <model_dir>/synthetic).
-Losses (tf_facetex/prior/training.py): photometric (per-pixel L2 norm on the face mask x rendered face), 68-landmark,
+Losses (tf_facetex/prior/losses.py): photometric (per-pixel L2 norm on the face mask x rendered face), 68-landmark,
 identity-perceptual (--identity=dlib|arcface; slow on CPU, off by default), coefficient and light regularisers,
 reflectance (skipped when the face model has no albedo basis, e.g. ICT-FaceKit) and an optional pseudo-label term
 (--pseudo_labels=dataset uses the records' coefficients, e.g. fits written by a fitting run; 'fit' runs the landmark
@@ -105,7 +105,7 @@ cli.register_name_values_validator("loss_weights", WEIGHT_NAMES, "name")
 
 
 def config_from_flags():
-    from tf_facetex.prior.training import PriorTrainConfig
+    from tf_facetex.prior.train import PriorTrainConfig
 
     return PriorTrainConfig(
         train_data=FLAGS.train_data, eval_data=FLAGS.eval_data, model_dir=FLAGS.model_dir or "", resume=FLAGS.resume,
@@ -133,7 +133,7 @@ def main(argv):
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)
 
-    from tf_facetex.prior.training import evaluate_run, train_prior
+    from tf_facetex.prior.train import evaluate_run, train_prior
 
     if FLAGS.evaluate_only:
         evaluate_run(config.model_dir, FLAGS.eval_data, FLAGS.results_json, FLAGS.eval_render_size or None,

@@ -15,7 +15,7 @@ import skimage.data
 from PIL import Image
 
 from tf_facetex import io_utils
-from tf_facetex.data import tfrecords
+from tf_facetex.data import preprocess, tfrecords
 from tf_facetex.data.align import AlignedFace, invert_affine
 from tf_facetex.data.images import content_hash, encode_jpeg, encode_png
 from tf_facetex.errors import FaceTexError
@@ -253,7 +253,7 @@ def test_preprocess_script_mixed_good_and_bad_files(mixed_folder, tmp_path):
 
 def test_killed_run_resumes_without_losing_or_repeating(mixed_folder, tmp_path, monkeypatch):
     output = tmp_path / "out"
-    real = tfrecords._process_item
+    real = preprocess._process_item
     calls = []
 
     def dies_on_fourth(item):
@@ -262,7 +262,7 @@ def test_killed_run_resumes_without_losing_or_repeating(mixed_folder, tmp_path, 
             raise Killed
         return real(item)
 
-    monkeypatch.setattr(tfrecords, "_process_item", dies_on_fourth)
+    monkeypatch.setattr(preprocess, "_process_item", dies_on_fourth)
     with pytest.raises(Killed):
         tfrecords.run_preprocess(_config(mixed_folder, output, num_shards=1), log=lambda *_: None)
     # nothing looks finished: only a partial file and the per-photo log
@@ -277,7 +277,7 @@ def test_killed_run_resumes_without_losing_or_repeating(mixed_folder, tmp_path, 
         calls.append(item.path)
         return real(item)
 
-    monkeypatch.setattr(tfrecords, "_process_item", counts_only)
+    monkeypatch.setattr(preprocess, "_process_item", counts_only)
     summary = tfrecords.run_preprocess(_config(mixed_folder, output, num_shards=1), log=lambda *_: None)
     assert not done_before & set(calls)  # finished photos are not redone
     assert len(calls) == len(GOOD) + len(BAD) - 3
@@ -290,7 +290,7 @@ def test_killed_run_resumes_without_losing_or_repeating(mixed_folder, tmp_path, 
 def test_torn_partial_file_is_trimmed_on_resume(mixed_folder, tmp_path, monkeypatch):
     """A kill while a record was being written leaves a torn tail: the photo is redone, the rest kept."""
     output = tmp_path / "out"
-    real = tfrecords._process_item
+    real = preprocess._process_item
     count = []
 
     def dies_on_sixth(item):
@@ -299,13 +299,13 @@ def test_torn_partial_file_is_trimmed_on_resume(mixed_folder, tmp_path, monkeypa
             raise Killed
         return real(item)
 
-    monkeypatch.setattr(tfrecords, "_process_item", dies_on_sixth)
+    monkeypatch.setattr(preprocess, "_process_item", dies_on_sixth)
     with pytest.raises(Killed):
         tfrecords.run_preprocess(_config(mixed_folder, output, num_shards=1), log=lambda *_: None)
     partial = output / "train-00000-of-00001.tfrecord.partial"
     data = partial.read_bytes()
     partial.write_bytes(data[: len(data) - 1000])  # tear the last record
-    monkeypatch.setattr(tfrecords, "_process_item", real)
+    monkeypatch.setattr(preprocess, "_process_item", real)
     tfrecords.run_preprocess(_config(mixed_folder, output, num_shards=1), log=lambda *_: None)
     sha1s = _sha1s(tfrecords.make_dataset(str(output / "train-*.tfrecord"), 16, training=False))
     assert len(sha1s) == len(GOOD) and len(set(sha1s)) == len(GOOD)

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from tf_facetex.evaluation import benchmark
 from tf_facetex.evaluation import variants as V
-from tf_facetex.training import toy_data
-from tf_facetex.training.trainer import TrainConfig, inspect_samples, train
+from tf_facetex.refinement import toy_data
+from tf_facetex.refinement.train import TrainConfig, inspect_samples, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

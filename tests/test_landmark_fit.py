@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from tf_facetex import camera
-from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter, is_blendshape_model
+from tf_facetex.face_model.decoder import is_blendshape_model
+from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter
 from tf_facetex.prior.pose_init import euler_from_rotation, initial_pose
 
 

@@ -357,7 +357,7 @@ def test_network_refiner_restores_the_generator_of_a_training_checkpoint(tmp_pat
     from tf_facetex import io_utils
     from tf_facetex.errors import AssetError
     from tf_facetex.training.checkpoints import CheckpointKeeper
-    from tf_facetex.training.trainer import TrainConfig, build_trainer
+    from tf_facetex.refinement.train import TrainConfig, build_trainer
 
     config = TrainConfig(net_preset="small", model_dir=str(tmp_path), face_model="none")
     uv_mask = np.ones((UV, UV, 1), np.float32)

@@ -12,7 +12,10 @@ import pytest
 import tensorflow as tf
 
 from tf_facetex.errors import TrainingError
-from tf_facetex.prior import training as pt
+from tf_facetex.prior import evaluation as prior_evaluation
+from tf_facetex.prior import losses as prior_losses
+from tf_facetex.prior import train as prior_train
+from tf_facetex.prior import trainer as prior_trainer
 from tf_facetex.prior.landmark_fit import deng_landmark_weights
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,15 +42,15 @@ def test_photometric_loss_is_the_masked_mean_pixel_norm():
     mask = np.zeros((2, 8, 8, 1), np.float32)
     mask[:, 2:6, 2:6] = 1.0
     rendered[:, 0, 0] = 9.0                                           # outside the mask: ignored
-    value, grad = _grad(lambda r: pt.photometric_loss(r, image, mask), rendered)
+    value, grad = _grad(lambda r: prior_losses.photometric_loss(r, image, mask), rendered)
     assert value == pytest.approx(0.5, abs=1e-5)
     _finite_nonzero(grad)
     assert np.all(grad[:, 0, 0] == 0.0)                               # no gradient outside the mask
     # Robust: doubling the error doubles the loss (a norm, not a square); an empty mask gives 0.
-    assert float(pt.photometric_loss(image + 2 * (rendered - image) * mask, image, mask)) == pytest.approx(1.0, 1e-5)
-    assert float(pt.photometric_loss(rendered, image, np.zeros_like(mask))) == 0.0
+    assert float(prior_losses.photometric_loss(image + 2 * (rendered - image) * mask, image, mask)) == pytest.approx(1.0, 1e-5)
+    assert float(prior_losses.photometric_loss(rendered, image, np.zeros_like(mask))) == 0.0
     # At zero error the gradient stays finite (eps inside the sqrt).
-    _, grad0 = _grad(lambda r: pt.photometric_loss(r, image, mask), image.copy())
+    _, grad0 = _grad(lambda r: prior_losses.photometric_loss(r, image, mask), image.copy())
     assert np.isfinite(grad0).all()
 
 
@@ -55,23 +58,23 @@ def test_landmark_loss_weights_and_scale():
     target = np.random.default_rng(0).uniform(0, 224, (2, 68, 2)).astype(np.float32)
     predicted = target + np.array([3.0, 4.0], np.float32)             # 5 px everywhere
     weights = deng_landmark_weights()
-    value, grad = _grad(lambda p: pt.landmark_loss(p, target, weights), predicted)
+    value, grad = _grad(lambda p: prior_losses.landmark_loss(p, target, weights), predicted)
     assert value == pytest.approx(25.0 * weights.mean(), rel=1e-5)
     _finite_nonzero(grad)
     # Nose and inner mouth count 20x.
     assert abs(grad[0, 30, 0]) == pytest.approx(20 * abs(grad[0, 0, 0]), rel=1e-5)
     # A 112 crop with scale 2 measures in 224-crop pixels: 4x the squared distance.
-    assert float(pt.landmark_loss(predicted, target, weights, scale=2.0)) == pytest.approx(100 * weights.mean(), 1e-5)
-    assert np.allclose(pt.landmark_error(predicted, target).numpy(), 5.0)
-    assert np.allclose(pt.landmark_error(predicted, target, scale=2.0).numpy(), 10.0)
+    assert float(prior_losses.landmark_loss(predicted, target, weights, scale=2.0)) == pytest.approx(100 * weights.mean(), 1e-5)
+    assert np.allclose(prior_losses.landmark_error(predicted, target).numpy(), 5.0)
+    assert np.allclose(prior_losses.landmark_error(predicted, target, scale=2.0).numpy(), 10.0)
 
 
 def test_identity_loss_is_one_minus_cosine():
     a = np.array([[1.0, 0.0], [0.0, 2.0]], np.float32)
-    assert float(pt.identity_loss(a, a)) == pytest.approx(0.0, abs=1e-6)
+    assert float(prior_losses.identity_loss(a, a)) == pytest.approx(0.0, abs=1e-6)
     b = np.array([[0.0, 3.0], [0.0, -1.0]], np.float32)               # orthogonal, opposite
-    assert float(pt.identity_loss(a, b)) == pytest.approx((1.0 + 2.0) / 2, abs=1e-6)
-    _, grad = _grad(lambda x: pt.identity_loss(x, b), np.array([[1.0, 0.5], [0.3, 1.0]], np.float32))
+    assert float(prior_losses.identity_loss(a, b)) == pytest.approx((1.0 + 2.0) / 2, abs=1e-6)
+    _, grad = _grad(lambda x: prior_losses.identity_loss(x, b), np.array([[1.0, 0.5], [0.3, 1.0]], np.float32))
     _finite_nonzero(grad)
 
 
@@ -79,26 +82,26 @@ def test_coefficient_regularizer_and_blendshape_box():
     ident = np.ones((2, 3), np.float32)
     exp = np.full((2, 2), 0.5, np.float32)
     tex = np.full((2, 4), 2.0, np.float32)
-    value = float(pt.coefficient_regularizer(ident, exp, tex, w_id=1.0, w_exp=0.8, w_tex=0.5))
+    value = float(prior_losses.coefficient_regularizer(ident, exp, tex, w_id=1.0, w_exp=0.8, w_tex=0.5))
     assert value == pytest.approx(3.0 + 0.8 * 0.5 + 0.5 * 16.0, rel=1e-6)
     # No albedo basis: an empty tex block is fine.
-    assert float(pt.coefficient_regularizer(ident, exp, np.zeros((2, 0), np.float32))) == pytest.approx(3.0 + 0.4)
+    assert float(prior_losses.coefficient_regularizer(ident, exp, np.zeros((2, 0), np.float32))) == pytest.approx(3.0 + 0.4)
     # Blend-shape weights outside [0, 1] pay box_weight * distance^2 on top.
     outside = np.array([[-0.5, 1.5]] * 2, np.float32)
-    pca = float(pt.coefficient_regularizer(ident, outside, tex[:, :0], w_exp=0.0))
-    box = float(pt.coefficient_regularizer(ident, outside, tex[:, :0], w_exp=0.0, blendshapes=True, box_weight=10.0))
+    pca = float(prior_losses.coefficient_regularizer(ident, outside, tex[:, :0], w_exp=0.0))
+    box = float(prior_losses.coefficient_regularizer(ident, outside, tex[:, :0], w_exp=0.0, blendshapes=True, box_weight=10.0))
     assert box - pca == pytest.approx(10.0 * (0.25 + 0.25), rel=1e-5)
-    _, grad = _grad(lambda x: pt.coefficient_regularizer(x, exp, tex), ident)
+    _, grad = _grad(lambda x: prior_losses.coefficient_regularizer(x, exp, tex), ident)
     _finite_nonzero(grad)
 
 
 def test_gamma_whiteness_zero_for_white_light():
     white = np.tile(np.linspace(-0.2, 0.3, 9, dtype=np.float32), 3)[None]
-    assert float(pt.gamma_whiteness(white)) == pytest.approx(0.0, abs=1e-9)
+    assert float(prior_losses.gamma_whiteness(white)) == pytest.approx(0.0, abs=1e-9)
     coloured = np.zeros((1, 27), np.float32)
     coloured[0, 0] = 0.3                                              # red DC only: mean 0.1
     # deviations on the DC: 0.2, -0.1, -0.1 -> squared sum 0.06 over 27 entries
-    value, grad = _grad(pt.gamma_whiteness, coloured)
+    value, grad = _grad(prior_losses.gamma_whiteness, coloured)
     assert value == pytest.approx(0.06 / 27, rel=1e-5)
     _finite_nonzero(grad)
 
@@ -109,58 +112,58 @@ def test_reflectance_loss_is_the_skin_albedo_spread():
     albedo[0, 1] = 0.4
     albedo[0, 2] = 5.0                                                # not skin: ignored
     skin = np.array([True, True, False])
-    value, grad = _grad(lambda a: pt.reflectance_loss(a, skin), albedo)
+    value, grad = _grad(lambda a: prior_losses.reflectance_loss(a, skin), albedo)
     # skin mean 0.3; 2 vertices x 3 channels x 0.1^2 / (1 batch x 2 skin vertices)
     assert value == pytest.approx(6 * 0.01 / 2, rel=1e-5)
     _finite_nonzero(grad)
     assert np.all(grad[0, 2] == 0.0)
-    assert float(pt.reflectance_loss(np.full((2, 3, 3), 0.7, np.float32), skin)) == pytest.approx(0.0, abs=1e-9)
+    assert float(prior_losses.reflectance_loss(np.full((2, 3, 3), 0.7, np.float32), skin)) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_pseudo_label_weights_and_loss():
     from tf_facetex.face_model.decoder import CoefficientLayout
 
     layout = CoefficientLayout(2, 1, 0)
-    weights = pt.pseudo_label_weights(layout, ("id", "angles", "translation"))
+    weights = prior_losses.pseudo_label_weights(layout, ("id", "angles", "translation"))
     assert np.all(weights[layout.slices["id"]] == 0.0)                # compared as a mesh, not one by one
-    assert np.allclose(weights[layout.slices["angles"]], 1.0 / pt.PSEUDO_ANGLE_SCALE ** 2)
-    assert np.allclose(weights[layout.slices["translation"]], 1.0 / pt.PSEUDO_TRANSLATION_SCALE ** 2)
+    assert np.allclose(weights[layout.slices["angles"]], 1.0 / prior_losses.PSEUDO_ANGLE_SCALE ** 2)
+    assert np.allclose(weights[layout.slices["translation"]], 1.0 / prior_losses.PSEUDO_TRANSLATION_SCALE ** 2)
     assert not weights[layout.slices["gamma"]].any()
     predicted = np.zeros((2, layout.size), np.float32)
-    predicted[:, layout.slices["angles"]] = pt.PSEUDO_ANGLE_SCALE    # one scale off on each of 3 angles -> 3
-    value, grad = _grad(lambda p: pt.pseudo_label_loss(p, np.zeros_like(predicted), weights), predicted)
+    predicted[:, layout.slices["angles"]] = prior_losses.PSEUDO_ANGLE_SCALE    # one scale off on each of 3 angles -> 3
+    value, grad = _grad(lambda p: prior_losses.pseudo_label_loss(p, np.zeros_like(predicted), weights), predicted)
     assert value == pytest.approx(3.0, rel=1e-5)
     assert np.all(grad[:, layout.slices["gamma"]] == 0.0)
     with pytest.raises(ValueError):
-        pt.pseudo_label_weights(layout, ("shape",))
+        prior_losses.pseudo_label_weights(layout, ("shape",))
 
 
 def test_pseudo_label_shape_term_is_the_mean_squared_vertex_distance(tiny_model):
     from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 
     layout = CoefficientLayout.for_model(tiny_model)
-    basis = pt.pseudo_shape_basis(tiny_model, layout, ("id", "exp"))
-    assert pt.pseudo_shape_basis(tiny_model, layout, ("angles",)) is None
+    basis = prior_losses.pseudo_shape_basis(tiny_model, layout, ("id", "exp"))
+    assert prior_losses.pseudo_shape_basis(tiny_model, layout, ("angles",)) is None
     rng = np.random.default_rng(3)
     predicted = rng.normal(size=(3, layout.size)).astype(np.float32)
     target = rng.normal(size=(3, layout.size)).astype(np.float32)
     zeros = np.zeros(layout.size, np.float32)
-    value, grad = _grad(lambda p: pt.pseudo_label_loss(p, target, zeros, basis), predicted)
+    value, grad = _grad(lambda p: prior_losses.pseudo_label_loss(p, target, zeros, basis), predicted)
     # brute force: decode both meshes, mean squared vertex distance over the face region / scale^2
     decoder = FaceDecoder(tiny_model)
     region = np.flatnonzero(tiny_model.face_region_mask)
     meshes = [decoder.shape(layout.split(tf.constant(c))["id"], layout.split(tf.constant(c))["exp"]).numpy()[:, region]
               for c in (predicted, target)]
-    expected = np.mean(np.sum((meshes[0] - meshes[1]) ** 2, -1), -1) / pt.PSEUDO_SHAPE_SCALE ** 2
+    expected = np.mean(np.sum((meshes[0] - meshes[1]) ** 2, -1), -1) / prior_losses.PSEUDO_SHAPE_SCALE ** 2
     assert value == pytest.approx(float(expected.mean()), rel=1e-4)
     assert np.all(grad[:, layout.slices["gamma"]] == 0.0) and np.any(grad[:, layout.slices["id"]] != 0.0)
     valid = np.array([1.0, 0.0, 0.0], np.float32)                    # per-sample weights
-    only_first = pt.pseudo_label_loss(predicted, target, zeros, basis, valid)
+    only_first = prior_losses.pseudo_label_loss(predicted, target, zeros, basis, valid)
     assert float(only_first) == pytest.approx(float(expected[0]) / 3.0, rel=1e-4)
 
 
 def test_loss_weights_are_deng_and_overridable():
-    weights = pt.PriorLossWeights()
+    weights = prior_losses.PriorLossWeights()
     assert (weights.photometric, weights.landmark, weights.identity, weights.coefficients) == (1.92, 1.6e-3, 0.2, 3e-4)
     assert weights.with_overrides({"landmark": 1.0}).landmark == 1.0
     with pytest.raises(ValueError, match="unknown"):
@@ -185,8 +188,8 @@ def small_world(tiny_model):
 
 
 def _trainer(model, image_size=48, **config):
-    config = pt.PriorTrainConfig(backbone="tiny", jit_render=False, learning_rate=1e-3, **config)
-    return pt.build_prior_trainer(config, model, image_size, steps_per_epoch=10)
+    config = prior_train.PriorTrainConfig(backbone="tiny", jit_render=False, learning_rate=1e-3, **config)
+    return prior_train.build_prior_trainer(config, model, image_size, steps_per_epoch=10)
 
 
 def test_trainer_gradients_reach_the_regressor(small_world):
@@ -205,7 +208,7 @@ def test_trainer_gradients_reach_the_regressor(small_world):
     assert out["render"].shape == (4, 48, 48, 3) and out["landmarks"].shape == (4, 68, 2)
     # The untrained regressor is the mean face: its metrics equal the zero-coefficient baseline's.
     values = trainer.evaluation_values({k: v[:4] for k, v in batch.items()})
-    zeros = pt.prediction_metrics(trainer, {k: v[:4] for k, v in batch.items()}, tf.zeros([4, trainer.layout.size]))
+    zeros = prior_trainer.prediction_metrics(trainer, {k: v[:4] for k, v in batch.items()}, tf.zeros([4, trainer.layout.size]))
     assert np.allclose(values["landmark_px"], zeros["landmark_px"], atol=1e-4)
     assert set(values) >= {"landmark_px", "skin_psnr", "shape_rmse_mm", "id_rmse", "exp_rmse", "angle_error_deg"}
 
@@ -216,7 +219,7 @@ def test_evaluate_prior_baselines(small_world):
     model, batch = small_world
     trainer = _trainer(model)
     data = tf.data.Dataset.from_tensor_slices({k: batch[k][:8] for k in ("image", "mask", "landmarks", "gt_coeffs")})
-    results = pt.evaluate_prior(trainer, data.batch(4), landmark_fit_steps=60)
+    results = prior_evaluation.evaluate_prior(trainer, data.batch(4), landmark_fit_steps=60)
     methods = results["methods"]
     assert results["num_images"] == 8
     assert set(methods) == {"regressor", "mean_face", "mean_face_pos_pose", "mean_face_gt_pose_light",
@@ -226,7 +229,7 @@ def test_evaluate_prior_baselines(small_world):
     assert methods["regressor"]["shape_rmse_mm"] == pytest.approx(methods["mean_face"]["shape_rmse_mm"], rel=1e-4)
     paired = results["regressor_vs_mean_face"]["shape_rmse_mm"]       # identical predictions: no difference
     assert paired["mean_difference"] == pytest.approx(0.0, abs=1e-4) and paired["share_better"] == 0.0
-    assert "landmark_fit" not in pt.evaluate_prior(trainer, data.batch(4), max_batches=1,
+    assert "landmark_fit" not in prior_evaluation.evaluate_prior(trainer, data.batch(4), max_batches=1,
                                                    landmark_fit_steps=0)["methods"]
 
 
@@ -235,12 +238,12 @@ def test_paired_comparison_has_the_right_sign_and_interval():
     baseline = {"shape_rmse_mm": rng.uniform(4.0, 6.0, 400), "skin_psnr": rng.uniform(10.0, 14.0, 400)}
     method = {"shape_rmse_mm": baseline["shape_rmse_mm"] - 0.2 + rng.normal(0.0, 0.3, 400),
               "skin_psnr": baseline["skin_psnr"] + 2.0}
-    out = pt.paired_comparison(method, baseline)
+    out = prior_evaluation.paired_comparison(method, baseline)
     shape = out["shape_rmse_mm"]
     assert shape["ci95"][0] < shape["mean_difference"] < shape["ci95"][1] < 0.0   # better, and clearly so
     assert shape["mean_difference"] == pytest.approx(-0.2, abs=0.05) and 0.6 < shape["share_better"] < 0.85
     assert out["skin_psnr"]["share_better"] == 1.0 and not out["skin_psnr"]["lower_is_better"]
-    worse = pt.paired_comparison(baseline, method)["shape_rmse_mm"]
+    worse = prior_evaluation.paired_comparison(baseline, method)["shape_rmse_mm"]
     assert worse["ci95"][0] > 0.0 and worse["share_better"] < 0.4
 
 
@@ -316,19 +319,19 @@ def eager_functions():
 
 
 def test_resume_continues_at_the_saved_step(small_world, tmp_path, eager_functions, monkeypatch):
-    monkeypatch.setattr(pt, "load_model_for_training", lambda spec, log=print: small_world[0])
+    monkeypatch.setattr(prior_train, "load_model_for_training", lambda spec, log=print: small_world[0])
     train, test = _write_records(small_world, tmp_path / "data")
     common = dict(train_data=train, eval_data=test, model_dir=str(tmp_path / "run"), backbone="tiny", batch_size=4,
                   learning_rate=1e-3, checkpoint_every=3, log_every=1, image_every=0, eval_batches=1,
                   pseudo_labels="dataset", weight_overrides={"pseudo_label": 0.1}, jit_render=False, progress=False)
     steps = []
-    first = pt.train_prior(pt.PriorTrainConfig(max_steps=4, **common), log=lambda *_: None,
+    first = prior_train.train_prior(prior_train.PriorTrainConfig(max_steps=4, **common), log=lambda *_: None,
                            on_step=lambda s, logs: steps.append(s))
     assert first.step == 4 and first.checkpoint.endswith("ckpt-4") and pathlib.Path(first.weights).is_file()
     assert "pseudo_label" in first.logs and np.isfinite(first.logs["pseudo_label"])
     with pytest.raises(TrainingError, match="--resume"):
-        pt.train_prior(pt.PriorTrainConfig(max_steps=6, **common), log=lambda *_: None)
-    second = pt.train_prior(pt.PriorTrainConfig(max_steps=7, resume=True, **common), log=lambda *_: None,
+        prior_train.train_prior(prior_train.PriorTrainConfig(max_steps=6, **common), log=lambda *_: None)
+    second = prior_train.train_prior(prior_train.PriorTrainConfig(max_steps=7, resume=True, **common), log=lambda *_: None,
                             on_step=lambda s, logs: steps.append(s))
     assert steps == [1, 2, 3, 4, 5, 6, 7]
     assert second.step == 7 and second.checkpoint.endswith("ckpt-7")
@@ -343,13 +346,13 @@ def test_resume_continues_at_the_saved_step(small_world, tmp_path, eager_functio
 
 
 def test_nan_guard_stops_without_saving(small_world, tmp_path, eager_functions, monkeypatch):
-    monkeypatch.setattr(pt, "load_model_for_training", lambda spec, log=print: small_world[0])
+    monkeypatch.setattr(prior_train, "load_model_for_training", lambda spec, log=print: small_world[0])
     train, _ = _write_records(small_world, tmp_path / "data")
-    config = pt.PriorTrainConfig(train_data=train, model_dir=str(tmp_path / "run"), backbone="tiny", batch_size=4,
+    config = prior_train.PriorTrainConfig(train_data=train, model_dir=str(tmp_path / "run"), backbone="tiny", batch_size=4,
                                  max_steps=5, checkpoint_every=1, image_every=0, poison_step=3, jit_render=False,
                                  progress=False)
     with pytest.raises(TrainingError, match="non-finite loss at step 3"):
-        pt.train_prior(config, log=lambda *_: None)
+        prior_train.train_prior(config, log=lambda *_: None)
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index"))
     assert checkpoints == ["ckpt-1.index", "ckpt-2.index"]
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from tf_facetex.errors import TrainingError
-from tf_facetex.training import checkpoints, summaries, toy_data
-from tf_facetex.training.trainer import TrainConfig, train
+from tf_facetex.refinement import toy_data
+from tf_facetex.training import checkpoints, summaries
+from tf_facetex.refinement.train import TrainConfig, train
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 TINY_NET = {"base_filters": 8, "num_down": 2, "num_res_blocks": 1}

@@ -19,7 +19,8 @@ import time
 import numpy as np
 import pytest
 
-from tf_facetex.training import checkpoints, summaries, toy_data
+from tf_facetex.refinement import toy_data
+from tf_facetex.training import checkpoints, summaries
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,8 @@ def test_longer_toy_run_beats_the_prior_and_the_unwrapped_texture(tmp_path):
     import tensorflow as tf
 
     from tf_facetex.prior.samples import sample_dataset
-    from tf_facetex.training.trainer import evaluate_albedo_vs_baselines, restore_trainer
+    from tf_facetex.refinement.trainer import evaluate_albedo_vs_baselines
+    from tf_facetex.refinement.train import restore_trainer
 
     toy = toy_data.write_toy_dataset(tmp_path / "data", 560, image_size=64, uv_size=64, num_shards=4, seed=1)
     model_dir = tmp_path / "run"
@@ -173,7 +175,7 @@ def test_paper_config_with_the_identity_network_runs(toy64, tmp_path):
 
 def test_render_from_lookup_matches_the_rendering_module(rng):
     interpolate = pytest.importorskip("tf_facetex.rendering.interpolate")
-    from tf_facetex.training.trainer import render_from_lookup
+    from tf_facetex.refinement.objective import render_from_lookup
 
     maps = rng.uniform(size=(2, 16, 16, 5)).astype(np.float32)
     coords = rng.uniform(-2.0, 18.0, size=(2, 9, 7, 2)).astype(np.float32)
@@ -187,7 +189,7 @@ def test_face_model_uv_layout_comes_from_the_uv_rasteriser(tmp_path, tiny_model)
     pytest.importorskip("tf_facetex.rendering.uv")
     from tf_facetex.errors import AssetError
     from tf_facetex.rendering.uv import build_uv_raster
-    from tf_facetex.training.trainer import uv_layout
+    from tf_facetex.refinement.train import uv_layout
 
     path = tmp_path / "tiny.npz"
     tiny_model.save(path)

@@ -15,9 +15,12 @@ from tf_facetex.errors import TrainingError
 from tf_facetex.losses import LossWeights
 from tf_facetex.networks import AlbedoDiscriminator, RefinementNet
 from tf_facetex.prior.samples import sample_dataset
-from tf_facetex.training import checkpoints, schedule, toy_data
-from tf_facetex.training.trainer import (FaceTexTrainer, evaluate_albedo_vs_baselines, inspect_samples,
-                                         render_from_lookup, shading_uv)
+from tf_facetex.refinement import toy_data
+from tf_facetex.training import checkpoints, schedule
+from tf_facetex.refinement.trainer import FaceTexTrainer, evaluate_albedo_vs_baselines
+from tf_facetex.refinement.train import inspect_samples
+from tf_facetex.refinement.objective import render_from_lookup
+from tf_facetex.sh import shading_uv
 
 SIZE = 32          # toy image and UV side for these tests
 BATCH = 4
@@ -309,8 +312,8 @@ MIRRORED_CHECK = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tf_facetex.networks import AlbedoDiscriminator, RefinementNet
     from tf_facetex.prior.samples import sample_dataset
-    from tf_facetex.training import toy_data
-    from tf_facetex.training.trainer import FaceTexTrainer
+    from tf_facetex.refinement import toy_data
+    from tf_facetex.refinement.trainer import FaceTexTrainer
 
     batch = next(iter(sample_dataset(sys.argv[1], 4, 32, 32, toy_data.TOY_NUM_COEFFS, training=False)))
     batch["visibility_uv"] = tf.ones_like(batch["visibility_uv"])  # no random noise: both runs see the same input
@@ -371,7 +374,7 @@ def test_toy_identity_ignores_smooth_lighting_but_not_the_face(rng):
 
 
 def test_build_trainer_applies_weight_overrides_and_ablations():
-    from tf_facetex.training.trainer import TrainConfig, build_trainer
+    from tf_facetex.refinement.train import TrainConfig, build_trainer
 
     config = TrainConfig(net_preset="small", net_overrides={"base_filters": 4, "num_down": 2, "num_res_blocks": 1},
                          discriminator_ndf=4, discriminator_overrides={"n_layers": 1}, global_batch_size=2,

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tf_facetex import camera, sh
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
-from tf_facetex.prior.landmark_fit import is_blendshape_model
+from tf_facetex.face_model.decoder import is_blendshape_model
 from tf_facetex.rendering import rasterize as rasterize_lib
 from tf_facetex.rendering import uv as uv_lib
 

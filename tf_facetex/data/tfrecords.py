@@ -9,7 +9,7 @@ from tf_facetex.data.records import (  # noqa: F401 (re-exported)
     example_sha1, list_record_files, optional_fields_of, parse_example, read_manifest, read_records,
     serialize_payload, write_records_atomic)
 from tf_facetex.data.preprocess import (  # noqa: F401 (re-exported)
-    PreprocessConfig, WorkItem, _process_item, format_summary, plan_work, run_preprocess, shard_name, shard_of,
+    PreprocessConfig, WorkItem, format_summary, plan_work, run_preprocess, shard_name, shard_of,
     write_manifest)
 from tf_facetex.data.tfdata import (  # noqa: F401 (re-exported)
     discover_optional_fields, make_dataset)

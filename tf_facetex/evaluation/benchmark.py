@@ -39,10 +39,10 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
                       batch_size=8, fit_steps=150, want_figure=False):
     """Returns (result dict for JSON, figure data).
 
-    ``sizes``: `tf_facetex.training.trainer.inspect_samples` of the shards (image/UV size, coefficient count,
+    ``sizes``: `tf_facetex.refinement.train.inspect_samples` of the shards (image/UV size, coefficient count,
     whether they carry ground truth)."""
     from tf_facetex.prior.samples import sample_dataset
-    from tf_facetex.training.trainer import uv_layout
+    from tf_facetex.refinement.train import uv_layout
 
     image_size, uv_size = int(sizes["image_size"]), int(sizes["uv_size"])
     uv_mask, symmetry_index = uv_layout(face_model, uv_size, log=lambda *_: None)

@@ -11,6 +11,11 @@ from tf_facetex import geometry
 from tf_facetex.face_model.model import NUM_SH_COEFFS, MorphableModel
 
 
+
+def is_blendshape_model(model: MorphableModel) -> bool:
+    """True when expression coefficients are blend-shape weights in [0, 1] (ICT), not PCA coefficients."""
+    return bool(model.exp_names) and not model.exp_names[0].startswith("exp_")
+
 class CoefficientLayout:
     """Named slices of the flat coefficient vector for one face model."""
 

@@ -152,7 +152,7 @@ def _error_text(err, verbose=False):
     return text + ("\n" + traceback.format_exc() if verbose else "")
 
 
-def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], "Reconstructor"], preprocessor,
+def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object], preprocessor,
                        batch_size=1, options: OutputOptions = OutputOptions(), all_faces=False, progress=True,
                        log=print, verbose=False, run_info=None) -> RunSummary:
     """Reconstructs every face of every input image into ``out_dir/<stem>[_face<k>]/``.

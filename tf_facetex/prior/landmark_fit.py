@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import camera
+from tf_facetex.face_model.decoder import is_blendshape_model
 from tf_facetex.face_model.model import MorphableModel
 from tf_facetex.prior.pose_init import initial_pose
 
@@ -33,11 +34,6 @@ class LandmarkFitConfig:
     num_id: int = 0                # identity modes to fit (0 = all)
     jaw_weight: float = 0.5        # the contour landmarks slide along the silhouette when the head turns
     landmark_weights: str = "deng"  # 'deng' or 'uniform'
-
-
-def is_blendshape_model(model: MorphableModel) -> bool:
-    """True when expression coefficients are blend-shape weights in [0, 1] (ICT), not PCA coefficients."""
-    return bool(model.exp_names) and not model.exp_names[0].startswith("exp_")
 
 
 class LandmarkFitter:
