@@ -1,4 +1,4 @@
-"""Builds an albedo basis from face photos for a face model (ICT-FaceKit has none), SPEC section 6.
+"""Builds an albedo basis from face photos for a face model (ICT-FaceKit has none; docs/METHOD.md, "Albedo model from photos").
 
     python scripts/build_albedo_model.py --images /photos/folder --out models/ict_photos.npz --components 10 \
         [--face_model M] [--limit 600] [--uv_size 128] [--held_out_fraction 0.15] [--figure fig.png] \

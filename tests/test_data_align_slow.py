@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tf_facetex.data import align, masks
+from tf_facetex.evaluation.mask_iou import evaluate_on_celebamask
 from tf_facetex.errors import NoFaceError
 
 pytestmark = pytest.mark.slow
@@ -18,9 +19,9 @@ def detector():
 def test_mask_iou_on_celebamask_hq(faces_dir):
     """The landmark + skin-colour masker against CelebAMask-HQ face labels (the later target is 0.85)."""
     folder = faces_dir / "celebamask_hq_mini" / "train"
-    result = masks.evaluate_on_celebamask(masks.LandmarkSkinMasker(), folder, num_images=60, start=200,
+    result = evaluate_on_celebamask(masks.LandmarkSkinMasker(), folder, num_images=60, start=200,
                                           progress=False)
-    hull = masks.evaluate_on_celebamask(masks.LandmarkHullMasker(), folder, num_images=60, start=200,
+    hull = evaluate_on_celebamask(masks.LandmarkHullMasker(), folder, num_images=60, start=200,
                                         progress=False)
     print(f"mask IoU skin {result['mean_iou']:.4f} (median {result['median_iou']:.4f}), "
           f"hull {hull['mean_iou']:.4f}, on {result['num_images']} images")

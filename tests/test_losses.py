@@ -279,7 +279,7 @@ def test_smoothness_prior_edge_scales_penalty_by_exp_weight():
 
 
 def test_smoothness_authors_assigns_y_differences_to_the_lower_texel():
-    # ANCHOR_NOTES 1.6 #6: d_y f(i) = f(i-1) - f(i), replication-padded, so the edge between rows 0 and 1 belongs
+    # The authors' ChromaSmoothLoss: d_y f(i) = f(i-1) - f(i), replication-padded, so the edge between rows 0 and 1 belongs
     # to row 1 and the masked mean sees it only where row 1 is in the mask.
     albedo = np.zeros((1, 3, 2, 3), np.float32)
     albedo[:, 0] = 1.0

@@ -30,7 +30,7 @@ def paper_net():
 
 
 def test_paper_config_parameter_count(paper_net):
-    # ANCHOR_NOTES 1.4: encoder 2.82 M, res blocks 28.32 M, albedo decoder 2.82 M, light decoder 1.60 M, 35.57 M.
+    # The authors' UVNet: encoder 2.82 M, res blocks 28.32 M, albedo decoder 2.82 M, light decoder 1.60 M, 35.57 M.
     assert _trainable_count(paper_net) == pytest.approx(35.57e6, abs=0.1e6)
     assert _trainable_count(paper_net) == 35_569_950  # exact: convs 35,553,566 + BN gamma/beta 16,384
     assert _trainable_count(paper_net.encoder) == pytest.approx(2.82e6, abs=0.01e6)
@@ -225,7 +225,7 @@ def test_discriminator_30x30_logits_for_256_input():
 def test_discriminator_default_parameter_count_and_layers():
     disc = AlbedoDiscriminator()
     disc(tf.zeros([1, 32, 32, 3]))
-    # pix2pix NLayerDiscriminator(3, 64, n_layers=3, BatchNorm): 2,765,633 trainable (ANCHOR_NOTES 4.9 #7).
+    # pix2pix NLayerDiscriminator(3, 64, n_layers=3, BatchNorm): 2,765,633 trainable.
     assert _trainable_count(disc) == 2_765_633
     convs = [layer for layer in disc.body.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [(c.filters, c.strides, c.use_bias) for c in convs] == [

@@ -1,4 +1,4 @@
-"""An albedo model built from photos (SPEC section 6): de-light unwrapped photos, complete them by symmetry,
+"""An albedo model built from photos (docs/METHOD.md, "Albedo model from photos"): de-light unwrapped photos, complete them by symmetry,
 then a weighted (missing-data) PCA in UV space, sampled at the vertices into the face model's albedo basis.
 
 Pipeline (scripts/build_albedo_model.py runs it; the steps are numpy functions here):

@@ -11,7 +11,7 @@ Presets are built physically, not typed in: an environment (a constant ambient r
 is sampled on an equirectangular grid and projected with `sh.project_irradiance_to_sh` using per-sample solid
 angles, then scaled so that the brightest front-facing normal shades to `PEAK_SHADING` (so presets are
 comparable with each other and with fitted lights). 'authors' is the 9-vector of the authors' Relight.ipynb
-(ANCHOR_NOTES 1.8), divided by 3 and replicated over RGB as they did; 'ambient' is all zeros (Deng's default).
+(docs/METHOD.md, "Lighting presets"), divided by 3 and replicated over RGB as they did; 'ambient' is all zeros (Deng's default).
 
 Environment maps (equirectangular / lat-long) follow this orientation: the image centre is the direction the
 camera looks (-z, behind the head), the left and right edges the direction behind the camera (+z, what lights the

@@ -88,7 +88,7 @@ def masked_ssim(prediction, target, mask, max_val=1.0, size=11):
     """Mean SSIM over window centres inside the mask: [B, H, W, C] x2, [B, H, W, 1] -> [B].
 
     Pixels outside the mask are composited from ``target`` first, so windows straddling the mask edge
-    compare the face against the same background on both sides (ANCHOR_NOTES 4.8).
+    compare the face against the same background on both sides (docs/METHOD.md, "Evaluation").
     """
     prediction = tf.convert_to_tensor(prediction, tf.float32)
     target = tf.convert_to_tensor(target, tf.float32)

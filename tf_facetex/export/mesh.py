@@ -1,6 +1,6 @@
 """Meshes and textures for renderers: OBJ + MTL + PNG, and texture dilation (numpy only).
 
-What a user gets (ANCHOR_NOTES 3.3: the most frequent request of this line of work):
+What a user gets (the most frequent request of this line of work; docs/METHOD.md, "Exports"):
 - only the model's ``textured_triangles`` (the ones inside the [0, 1]^2 UV atlas; ICT-FaceKit's head and neck are
   not), with their vertices and UV vertices re-indexed compactly;
 - ``v`` in metres (the project's decimetres x 0.1), frame y up, the face looking towards +z (OBJ/glTF's usual

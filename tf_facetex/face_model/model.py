@@ -1,6 +1,6 @@
 """`MorphableModel`: one model-agnostic container for linear face models (BFM, ICT-FaceKit, procedural).
 
-Conventions shared by every model (see SPEC section 2-3):
+Conventions shared by every model (docs/METHOD.md, "Conventions"):
 - units are decimetres, as in Deng et al. 2019, so that the camera (focal 1015 px at 224 px, camera at
   z = +10) frames a face the same way whatever the source model;
 - the face looks towards +z, y is up, the subject's right side is at -x;

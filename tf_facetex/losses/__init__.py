@@ -1,4 +1,4 @@
-"""Losses of the detail refinement module (paper section 5; SPEC section 4). See `refinement` for conventions."""
+"""Losses of the detail refinement module (paper section 5; docs/METHOD.md, "Loss terms"). See `refinement` for conventions."""
 from tf_facetex.losses.refinement import (
     GAN_KINDS,
     LOSS_OPTION_PRESETS,

@@ -1,4 +1,4 @@
-"""Losses of the detail refinement module (paper section 5, eq. 1-16; SPEC section 4).
+"""Losses of the detail refinement module (paper section 5, eq. 1-16; docs/METHOD.md, "Loss terms").
 
 One function per formula, pure TF, no model state. Conventions shared by every function:
 
@@ -7,8 +7,8 @@ One function per formula, pure TF, no model state. Conventions shared by every f
 - **Normalisation: per sample, sum over the mask divided by (mask area x channels), then mean over the batch**,
   i.e. a masked per-element mean. The paper writes plain sums / squared norms (eq. 1, 4, 5, 7, 13, 14), whose
   scale grows with the resolution and the face size, so its weights (1.0 ... 5.0) cannot refer to raw sums; the
-  authors' code divides every term by the mask area (ANCHOR_NOTES 1.6 #5-#9), and ANCHOR_NOTES 4.5 writes the
-  per-element means used here. Dividing by the channels as well keeps a loss's scale the same whatever C is
+  authors' code divides every term by the mask area; the per-element means used here follow
+  from that (docs/METHOD.md, "Loss terms"). Dividing by the channels as well keeps a loss's scale the same whatever C is
   (3 for albedo, 27 for light). Neighbour-difference losses (smoothness, image gradient) sum over the valid
   neighbour pairs and divide by the same area x channels, so "normalised by the mask area" holds for all terms.
 - Empty masks give exactly 0 (and zero gradients), never NaN: divisions are `tf.math.divide_no_nan`.
@@ -106,15 +106,15 @@ def _pair_masks(mask):
 def illumination_regularization(light_uv, gamma, uv_mask, norm="mse", rgb_consistency=0.0):
     """L_reg-illu = ||M_uv * (L' - L)||^2 (paper eq. 1), as a masked per-element mean.
 
-    L' and gamma share Deng's parameterisation (27 channel-major coefficients, no 0.8 ambient; ANCHOR_NOTES 1.6 #2,
-    4.7 #3), so they are compared directly. The paper's M_uv is "the facial regions visible to the camera"; the
+    L' and gamma share Deng's parameterisation (27 channel-major coefficients, no 0.8 ambient;
+    docs/METHOD.md, "Conventions"), so they are compared directly. The paper's M_uv is "the facial regions visible to the camera"; the
     authors use the UV chart mask: pass whichever (visibility_uv or uv_mask).
 
     Args:
       light_uv: [B, S, S, 27] detailed light map L'.
       gamma: [B, 27] coarse SH coefficients (broadcast over the map) or an expanded map [B, S, S, 27].
       uv_mask: [B, S, S, 1], [S, S, 1] or [S, S].
-      norm: 'mse' (paper, default) or 'l1' (authors' LightRegLoss, ANCHOR_NOTES 1.6 #5).
+      norm: 'mse' (paper, default) or 'l1' (authors' LightRegLoss).
       rgb_consistency: weight of the authors' extra term, the same penalty on L' - mean_rgb(L') per SH
         coefficient (pushes the light towards monochrome); 0 in the paper's form, 1.0 in the authors'.
     Returns:
@@ -162,10 +162,10 @@ def cross_perceptual_loss(embed_fn: Callable, rendered_cross, images, *, albedo_
       albedo_uv, light_uv: [B, S, S, 3], [B, S, S, 27]; needed only when rendered_cross is a callable.
       shift: the batch roll.
       face_mask: optional [B, H, W, 1]; if given the render is composited over the photo (R*M + I*(1-M)) so the
-        identity network sees a whole face (ANCHOR_NOTES 4.5 #4).
+        identity network sees a whole face (docs/METHOD.md, "Loss terms").
       image_embeddings: optional precomputed [B, D] embeddings of `images`.
     Returns:
-      scalar in [0, 2]. The real-image embedding is a constant (stop-gradient; ANCHOR_NOTES 1.6 #11).
+      scalar in [0, 2]. The real-image embedding is a constant (stop-gradient).
     """
     images = _float(images)
     if callable(rendered_cross):
@@ -210,7 +210,7 @@ def mirror_uv(maps_uv, symmetry_index=None):
 def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradient_mirror=True):
     """L_symm = ||M_uv * (A' - flip(A'))|| (paper eq. 4), as a masked mean.
 
-    Choices (ANCHOR_NOTES 4.5 #5, 4.7 #7; the paper gives neither): the L1 penalty per element (robust to
+    Choices (docs/METHOD.md, "Loss terms"; the paper gives neither): the L1 penalty per element (robust to
     genuinely asymmetric details; the paper's eq. 4 is squared, norm='l2'), the mirrored copy detached as in the
     authors' MapSymmetryLoss (each texel is pulled towards its mirror, not both towards the middle; the loss value
     is the same), and the mask M_sym = M * flip(M), so texels whose mirror is off the chart do not count.
@@ -249,7 +249,7 @@ def smoothness_weights(prior_uv, alpha=80.0):
 
 
 def _authors_gradient_magnitude(x):
-    """ANCHOR_NOTES 1.6 #6: g = sqrt(3) |sum_c d f_c|, d_x f = f(i, j+1) - f(i, j), d_y f = f(i-1, j) - f(i, j),
+    """The authors' ChromaSmoothLoss: g = sqrt(3) |sum_c d f_c|, d_x f = f(i, j+1) - f(i, j), d_y f = f(i-1, j) - f(i, j),
     replication padding (0 on the last column / first row). [B, H, W, C] -> ([B, H, W, 1], [B, H, W, 1])."""
     summed = tf.reduce_sum(x, axis=-1, keepdims=True)
     dx, dy = _forward_differences(summed)
@@ -261,12 +261,12 @@ def _authors_gradient_magnitude(x):
 def edge_aware_smoothness(albedo_uv, prior_uv, uv_mask, alpha=80.0, variant="paper"):
     """L_smooth = sum_i sum_{j in N(i)} w_ij ||A'(i) - A'(j)||^2 (paper eq. 5-6), normalised by the mask area.
 
-    'paper' (default; ANCHOR_NOTES 4.7 #6): 4-neighbourhood, each unordered pair counted once (the double sum
+    'paper' (default; docs/METHOD.md, "Loss terms"): 4-neighbourhood, each unordered pair counted once (the double sum
     counts it twice; the factor 2 is absorbed by the weight), a pair counts when both texels are in the mask,
     w_ij = exp(-alpha ||A(i) - A(j)||^2) with the squared norm over RGB, constant (stop-gradient). Normalised as
     sum / (3 * sum M): a map whose every texel differs from its right and lower neighbours by d (per channel,
     with a flat prior) scores ~2 d^2.
-    'authors' (`ChromaSmoothLoss`, ANCHOR_NOTES 1.6 #6): per texel g = sqrt(3) |sum_c d f_c| on channel-summed
+    'authors' (`ChromaSmoothLoss`): per texel g = sqrt(3) |sum_c d f_c| on channel-summed
     forward differences with replication padding, w = exp(-alpha g(A)), penalty w_x g_x(A') + w_y g_y(A')
     (not squared), masked per texel, divided by sum M.
 
@@ -306,7 +306,7 @@ def prior_l1_loss(albedo_uv, prior_uv, uv_mask, norm="l1"):
       albedo_uv: [B, S, S, 3] detailed albedo A'.
       prior_uv: [B, S, S, 3] prior albedo A.
       uv_mask: [B, S, S, 1], [S, S, 1] or [S, S].
-      norm: 'l1' (paper) or 'l2_norm' (authors' RegDetailMapLoss, ANCHOR_NOTES 1.6 #8).
+      norm: 'l1' (paper) or 'l2_norm' (authors' RegDetailMapLoss).
     Returns:
       scalar.
     """
@@ -317,7 +317,7 @@ def prior_l1_loss(albedo_uv, prior_uv, uv_mask, norm="l1"):
 def gan_discriminator_loss(d_real_logits, d_fake_logits, kind="lsgan"):
     """Discriminator loss (paper eq. 8), to minimise; real = prior albedo A, fake = detailed albedo A'.
 
-    'lsgan' (default; ANCHOR_NOTES 4.5 #8, 4.7 #16; the authors ship LSGANLoss): 1/2 [mean (D(A) - 1)^2 +
+    'lsgan' (default; the authors ship LSGANLoss; docs/METHOD.md, "Loss terms"): 1/2 [mean (D(A) - 1)^2 +
     mean D(A')^2]. 'vanilla' (the paper's log form, as binary cross-entropy on logits): 1/2 [-mean log s(D(A))
     - mean log(1 - s(D(A')))]. The 1/2 is pix2pix's. Pass the fake logits of a detached A' (or let only D's
     variables be updated).
@@ -371,7 +371,7 @@ def image_gradient_loss(rendered, image, face_mask, norm="l2"):
       rendered: [B, H, W, C] re-rendered image I_r.
       image: [B, H, W, C] input image I.
       face_mask: [B, H, W, 1], [H, W, 1] or [H, W] M_face = M_parsing * M_proj (eq. 12).
-      norm: 'l2' (paper) or 'l1' (ANCHOR_NOTES 4.5 #2's recommendation).
+      norm: 'l2' (paper) or 'l1'.
     Returns:
       scalar.
     """
@@ -395,7 +395,7 @@ def image_loss(rendered, image, face_mask, form="mse", eps=L2_NORM_EPS):
       image: [B, H, W, C] input image I.
       face_mask: [B, H, W, 1], [H, W, 1] or [H, W].
       form: 'mse' (paper; masked per-element mean of squares) or 'l2_norm' (authors' MaskPhotoLoss and Deng's
-        photometric loss: mean over masked pixels of sqrt(sum_c (I_r - I)^2 + eps); ANCHOR_NOTES 1.6 #9).
+        photometric loss: mean over masked pixels of sqrt(sum_c (I_r - I)^2 + eps)).
     Returns:
       scalar.
     """
@@ -419,10 +419,10 @@ class LossWeights:
     """Weights of the generator terms, the prior-L1 schedule and ablation switches.
 
     "paper" (section 6 lists nine numbers for eight lambdas: 1.0, 0.5, 5.0, 5.0, 1, 1.0, 0.001, 1.0, 5.0; read from
-    both ends, SPEC section 4 and ANCHOR_NOTES 1.7): illumination 1.0, cross_perceptual 0.5, symmetry 5.0,
+    both ends, docs/METHOD.md, "Loss weights"): illumination 1.0, cross_perceptual 0.5, symmetry 5.0,
     smoothness 5.0, prior_l1 1.0 for the first epoch only, extra (the unexplained sixth number, 1.0 in the paper;
     the authors' yml has an unused style_coeff 1.0 there) 0.0, gan 0.001, image_gradient 1.0, image 5.0.
-    "authors" (models/config_with_gl.yml, ANCHOR_NOTES 1.7): image (photo) 1.0, cross_perceptual (percep) 0.2,
+    "authors" (their models/config_with_gl.yml): image (photo) 1.0, cross_perceptual (percep) 0.2,
     symmetry 0.1, smoothness (chroma) 0.1, illumination (reg_light) 1.0, prior_l1 (reg_detail) 1.0 with no
     schedule in their code, gan (uv_gan) 0.001, image_gradient (grad) 1.0, extra (style, whose loss class cannot
     run) 0.0.
@@ -485,11 +485,11 @@ LOSS_WEIGHT_PRESETS = {
 class LossOptions:
     """Which form of each term a preset uses (the arguments of the loss functions above).
 
-    "paper": the paper's formulas with ANCHOR_NOTES 4.7's resolutions (MSE illumination, L1 symmetry with the
+    "paper": the paper's formulas with the resolutions of docs/METHOD.md, "Loss terms" (MSE illumination, L1 symmetry with the
     detached mirror, squared-difference smoothness with exp(-80 d^2) weights, L1 prior, MSE image and image
-    gradient, LSGAN). "authors": the forms of the authors' loss classes (ANCHOR_NOTES 1.6 #5-#10): L1 illumination
+    gradient, LSGAN). "authors": the forms of the authors' loss classes: L1 illumination
     + RGB consistency, per-texel-norm symmetry / prior / photometric, their smoothness, L1 image gradient
-    (their ImgGrad's reduction is not released; ANCHOR_NOTES 4.5 #2).
+    (their ImgGrad's reduction is not released).
     """
 
     illumination_norm: str = "mse"

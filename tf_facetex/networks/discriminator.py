@@ -1,7 +1,7 @@
 """PatchGAN discriminator on UV albedo maps (paper eq. 8-9: real = prior albedo A, fake = detailed albedo A').
 
 The paper gives no architecture; the authors' released building block is pix2pix's `NLayerDiscriminator`
-("basic" 70x70 PatchGAN, n_layers 3, ndf 64; ANCHOR_NOTES 1.4, 4.3):
+("basic" 70x70 PatchGAN, n_layers 3, ndf 64; docs/METHOD.md, "The refinement network"):
 
     conv4 s2 ndf + LReLU(0.2)                       (bias, no norm)
     conv4 s2 2 ndf + norm + LReLU(0.2)
@@ -11,10 +11,10 @@ The paper gives no architecture; the authors' released building block is pix2pix
 
 Every conv has PyTorch padding 1, reproduced by ZeroPadding2D(1) + 'valid' (Keras 'same' would pad the two
 stride-1 layers asymmetrically and give 32x32), so a 256^2 map gives 30x30 patch logits. With BatchNorm and a
-3-channel input it has 2,765,633 trainable parameters (~2.77 M, ANCHOR_NOTES 4.9 #7).
+3-channel input it has 2,765,633 trainable parameters (~2.77 M).
 
 The input is unconditional and masked by the UV mask so that D cannot use the (constant) background
-(ANCHOR_NOTES 4.5 #8, 4.7 #16); albedo in [0, 1] is mapped to [-1, 1] first, as the generator's input is.
+(docs/METHOD.md, "The refinement network"); albedo in [0, 1] is mapped to [-1, 1] first, as the generator's input is.
 """
 from __future__ import annotations
 

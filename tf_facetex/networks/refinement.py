@@ -2,7 +2,7 @@
 
 The paper describes it only as "the basic pix2pix network ... [without] the skip-connection ... extended with two
 decoders [that] share the same structure but with different output layers" (section 6). The layer table follows the
-authors' `UVNet` (ANCHOR_NOTES 1.4, 4.3); at the default ("paper") config:
+authors' `UVNet` (docs/METHOD.md, "The refinement network"); at the default ("paper") config:
 
     input  concat(2T - 1, 2A - 1)                                   [B, 256, 256, 6]
     enc-0  conv3x3 s1 64 + norm + LReLU(0.2)                        [B, 256, 256, 64]
@@ -12,11 +12,11 @@ authors' `UVNet` (ANCHOR_NOTES 1.4, 4.3); at the default ("paper") config:
     light  4 x (bilinear up x2 + conv3x3 + norm + ReLU), 256/128/64/64 -> conv3x3 27, linear
 
 The 27 light channels are Deng's gamma layout [R0..8, G0..8, B0..8] without the 0.8 ambient (`tf_facetex.sh`).
-Trainable parameters: 35,569,950 (~35.57 M, matching ANCHOR_NOTES 1.4); `count_params()` also counts the
+Trainable parameters: 35,569,950 (~35.57 M, as the authors' network); `count_params()` also counts the
 16,384 BatchNorm moving statistics (PyTorch buffers), 35,586,334 in all.
 
 Known deviation: Keras' bilinear `UpSampling2D` uses half-pixel centres, PyTorch's `UpsamplingBilinear2d` aligns
-corners (ANCHOR_NOTES 4.3: harmless when training from scratch).
+corners (harmless when training from scratch; docs/METHOD.md, "The refinement network").
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ NUM_LIGHT_CHANNELS = 27
 NUM_ALBEDO_CHANNELS = 3
 NORMALIZATIONS = ("batch", "instance", "none")
 
-# The authors' UVNet (ANCHOR_NOTES 1.4): ngf 64, 4 stride-2 stages capped at 8 * 64 = 512, 6 residual blocks, BN.
+# The authors' UVNet (docs/METHOD.md, "The refinement network"): ngf 64, 4 stride-2 stages capped at 8 * 64 = 512, 6 residual blocks, BN.
 PAPER_CONFIG = dict(uv_size=256, base_filters=64, num_down=4, max_filters_multiplier=8, num_res_blocks=6,
                     norm="batch", white_prior=False)
 # For CPU smoke runs and tests: same topology, 16 base filters, 2 residual blocks, 64^2 UV maps (1.05 M params).
@@ -56,8 +56,8 @@ def fill_unseen_with_noise(texture_uv, visibility_uv, uv_mask, seed=None, mean=0
     """Fills the texels the camera did not see with Gaussian noise (paper section 5, after Deng's [51]).
 
     The authors draw N(0, 1) in the [0, 1] texture space (so N(-1, 2^2) after the network's 2x - 1) on unseen
-    texels, then multiply by the UV mask (ANCHOR_NOTES 4.2 step 7, 4.7 #12); those are the defaults. Noise is
-    re-drawn every call, i.e. every time a sample is loaded (ANCHOR_NOTES 4.6).
+    texels, then multiply by the UV mask (docs/METHOD.md, "Unseen texels"); those are the defaults. Noise is
+    re-drawn every call, i.e. every time a sample is loaded.
 
     Args:
       texture_uv: [B, S, S, 3] (or [S, S, 3]) unwrapped texture in [0, 1], any value on unseen texels.
@@ -65,7 +65,7 @@ def fill_unseen_with_noise(texture_uv, visibility_uv, uv_mask, seed=None, mean=0
         sums to exactly 0, the authors' rule (store unseen texels as exact zeros).
       uv_mask: [B, S, S, 1], [S, S, 1] or None (no masking); 1 inside the face's UV chart.
       seed: None (global RNG), an int op seed, a tf.random.Generator, or a shape-[2] int tensor (stateless).
-      mean, stddev: noise statistics in [0, 1] texture space; ANCHOR_NOTES 4.7 #12 offers (0.5, 0.25) as the
+      mean, stddev: noise statistics in [0, 1] texture space; (0.5, 0.25) is the
         in-range alternative.
     Returns:
       [B, S, S, 3] (same shape as texture_uv): seen texels unchanged, unseen ones noise, outside the mask 0.
@@ -105,7 +105,7 @@ def white_prior_like(prior_albedo_uv, uv_mask=None):
 # --------------------------------------------------------------------------------------------------------------
 
 def _conv_kernel_initializer():
-    # PyTorch kaiming_normal_(a=0, mode='fan_in') (ANCHOR_NOTES 1.4, 4.3).
+    # PyTorch kaiming_normal_(a=0, mode='fan_in') (docs/METHOD.md, "The refinement network").
     return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
@@ -255,7 +255,7 @@ class RefinementNet(keras.Model):
             raise ValueError(f"UV size {tuple(size)} is not a multiple of 2**num_down = {2 ** self.num_down}")
         if self.white_prior:
             prior_albedo_uv = white_prior_like(prior_albedo_uv, uv_mask)
-        # Authors' input order and range (ANCHOR_NOTES 0, 4.3): [2T - 1, 2A - 1].
+        # Authors' input order and range (docs/METHOD.md, "The refinement network"): [2T - 1, 2A - 1].
         x = tf.concat([2.0 * texture_uv - 1.0, 2.0 * prior_albedo_uv - 1.0], axis=-1)
         features = self.middle(self.encoder(x, training=training), training=training)
         albedo = 0.5 * (tf.tanh(self.albedo_decoder(features, training=training)) + 1.0)

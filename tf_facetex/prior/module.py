@@ -1,4 +1,4 @@
-"""`PriorModule`: photo -> everything the refinement network needs (paper section 4, SPEC section 4).
+"""`PriorModule`: photo -> everything the refinement network needs (paper section 4; docs/METHOD.md, "The prior").
 
 Coefficients come from the per-image fit (landmarks, then photometric; no trained weights) or from the
 `PriorRegressor`. Then the fixed linear decoder, the pose and camera, the UV unwrap of the photo with its

@@ -1,7 +1,7 @@
 """The refinement sample: everything the detail-refinement network needs from the prior module, per image.
 
 The prior module (geometry fit or regressor, decoder, projection, unwrapping, UV rasterisation) is frozen
-while the refinement trains (SPEC section 4), so its outputs are computed once per image and stored as
+while the refinement trains (docs/METHOD.md, "Refinement samples"), so its outputs are computed once per image and stored as
 TFRecords in this format; training then never rasterises. Shapes (H = image size, S = UV size):
 
 | key | shape, dtype | meaning |

@@ -263,7 +263,7 @@ def train_prior(config: PriorTrainConfig, log=print, on_step: Optional[Callable]
             batch["pseudo_coeffs"] = batch.pop("gt_coeffs")
         elif fitter is not None:
             batch = dict(batch, pseudo_coeffs=fitter(batch["landmarks"]))
-        return dict(zip(names, compiled_step(batch).numpy().tolist())), stop_requested
+        return dict(zip(names, compiled_step(batch).numpy().tolist())), None
 
     def train_scalars():
         return {"learning_rate": float(trainer.optimizer_.learning_rate), "epoch": int(trainer.epoch.numpy())}

@@ -305,7 +305,7 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
     def step_fn(step, stop_requested):
         poison = 1.0 if config.poison_step and step + 1 == config.poison_step else 0.0
         values = distributed_step(iterator, tf.constant([1.0 if stop_requested else 0.0, poison])).numpy()
-        return dict(zip(names, values[:-1].tolist())), (values[-1] > 0 if multi_worker else stop_requested)
+        return dict(zip(names, values[:-1].tolist())), (values[-1] > 0 if multi_worker else None)
 
     def train_scalars():
         epoch = int(trainer.epoch.numpy())

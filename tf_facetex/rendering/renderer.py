@@ -4,7 +4,7 @@ It holds the model constants (triangles, UV layout, the UV raster at one UV size
 the prior module, the training step and the product share one renderer. All methods are TF ops on batches:
 they run eagerly, in `tf.function`, under XLA and in SavedModels.
 
-Rendering modes (ANCHOR_NOTES 4.4):
+Rendering modes (docs/METHOD.md, "Rendering"):
 - per texel ("mode B", default): ``normals_uv = normalize(rasterize_to_uv(camera-frame vertex normals))``,
   ``shading_uv = sh.shading(normals_uv, light)`` with a 27-channel light map [B, S, S, 27] or a global gamma
   [B, 27], ``colour_uv = albedo_uv * shading_uv``, then `render_uv_maps` samples the colour map at every

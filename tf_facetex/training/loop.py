@@ -80,9 +80,10 @@ def run_loop(step_fn: Callable[[int, bool], tuple], keeper, summary, *, start_st
     """Runs ``step_fn`` from ``start_step`` to ``total_steps`` with checkpoints, logs, evaluation and a stop signal.
 
     Args:
-      step_fn: ``step_fn(step, stop_requested) -> (logs {name: float}, stop_now bool)``: one training step (the
-        step about to run is ``step + 1``); ``stop_now`` is normally ``stop_requested`` (a multi-worker run
-        returns the all-reduced request of every worker).
+      step_fn: ``step_fn(step, stop_requested) -> (logs {name: float}, workers_stop)``: one training step (the
+        step about to run is ``step + 1``). ``workers_stop`` is None, or, in a multi-worker run, the all-reduced
+        stop request of every worker (a bool); None means: read this process's stop signal after the step (so a
+        signal arriving during ``on_step`` stops at that step).
       keeper: a `CheckpointKeeper`; summary: a `summaries.TrainingLog` (closed at the end).
       resumed: the run continues from ``keeper.latest`` (then the start step counts as saved).
       train_scalars: extra train/* scalars at each log step (learning rate, epoch, ...); steps_per_second added.
@@ -100,7 +101,7 @@ def run_loop(step_fn: Callable[[int, bool], tuple], keeper, summary, *, start_st
     try:
         with stop:
             while step < total_steps:
-                logs, stop_now = step_fn(step, stop.requested)
+                logs, workers_stop = step_fn(step, stop.requested)
                 step += 1
                 if not all(np.isfinite(value) for value in logs.values()):
                     raise TrainingError(
@@ -122,6 +123,7 @@ def run_loop(step_fn: Callable[[int, bool], tuple], keeper, summary, *, start_st
                     write_images(step)
                 if cadence.eval_every and step % cadence.eval_every == 0 and step < total_steps:
                     eval_results = write_eval(step)
+                stop_now = stop.requested if workers_stop is None else bool(workers_stop)
                 if stop_now or (cadence.checkpoint_every and step % cadence.checkpoint_every == 0):
                     keeper.save()
                     last_saved = step

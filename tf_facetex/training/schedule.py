@@ -27,7 +27,7 @@ class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
     """lr = max(initial * decay_rate ** epoch, floor), the epoch read from a variable at every step.
 
     The staircase-per-epoch decay of the paper (and of FuxiCV/3D-Face-GCNs' `exponential_decay(..., 0.98,
-    staircase=True)`, ANCHOR_NOTES 1.6 #13). Reading the trainer's epoch variable (not the optimiser's own
+    staircase=True)`; docs/METHOD.md, "Training schedule"). Reading the trainer's epoch variable (not the optimiser's own
     iteration count) keeps the generator's and the discriminator's optimisers on the same schedule.
 
     Args:
@@ -95,7 +95,7 @@ class TrainSchedule:
         d_learning_rate is set).
       d_learning_rate: the discriminator's initial rate (None = learning_rate).
       beta_1, beta_2: Adam moments (the paper's "momentum was 0.9"; beta_2 Adam's default).
-      clip_norm: optional global-norm gradient clipping per optimiser (ANCHOR_NOTES 4.6 suggests 5; off in the
+      clip_norm: optional global-norm gradient clipping per optimiser (GCNs clip at 5; off in the
         paper).
     """
 
