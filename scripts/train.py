@@ -98,23 +98,13 @@ cli.register_name_values_validator("loss_weights", TERM_FLAGS, "term")
 
 
 def config_from_flags():
+    """`TrainConfig` from the flags of the same names (--net, --batch_size renamed; defaults checked against the
+    config's)."""
     from tf_facetex.refinement.train import TrainConfig
 
     disabled = tuple(term for term in TERM_FLAGS if not FLAGS[f"use_{term}"].value)
-    return TrainConfig(
-        train_data=FLAGS.train_data or "", eval_data=FLAGS.eval_data, model_dir=FLAGS.model_dir or "",
-        resume=FLAGS.resume, strategy=FLAGS.strategy, net_preset=FLAGS.net, white_prior=FLAGS.white_prior,
-        discriminator_ndf=FLAGS.discriminator_ndf, loss_preset=FLAGS.loss_preset,
-        weight_overrides=parse_weights(FLAGS.loss_weights), disabled_terms=disabled,
-        illumination_mask=FLAGS.illumination_mask, identity=FLAGS.identity, identity_weights=FLAGS.identity_weights,
-        face_model=FLAGS.face_model, global_batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
-        steps_per_epoch=FLAGS.steps_per_epoch, max_steps=FLAGS.max_steps, learning_rate=FLAGS.learning_rate,
-        lr_decay=FLAGS.lr_decay, lr_floor=FLAGS.lr_floor, d_learning_rate=FLAGS.d_learning_rate,
-        beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2, clip_norm=FLAGS.clip_norm, log_every=FLAGS.log_every,
-        image_every=FLAGS.image_every, checkpoint_every=FLAGS.checkpoint_every,
-        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every, eval_batches=FLAGS.eval_batches,
-        shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed, progress=FLAGS.progress,
-        poison_step=FLAGS.poison_step)
+    return cli.config_from_flags(TrainConfig, FLAGS, renamed={"net_preset": "net", "global_batch_size": "batch_size"},
+                                 weight_overrides=parse_weights(FLAGS.loss_weights), disabled_terms=disabled)
 
 
 def main(argv):

@@ -105,22 +105,10 @@ cli.register_name_values_validator("loss_weights", WEIGHT_NAMES, "name")
 
 
 def config_from_flags():
+    """`PriorTrainConfig` from the flags of the same names (their defaults are checked against the config's)."""
     from tf_facetex.prior.train import PriorTrainConfig
 
-    return PriorTrainConfig(
-        train_data=FLAGS.train_data, eval_data=FLAGS.eval_data, model_dir=FLAGS.model_dir or "", resume=FLAGS.resume,
-        face_model=FLAGS.face_model, backbone=FLAGS.backbone, backbone_weights=FLAGS.backbone_weights,
-        image_size=FLAGS.image_size, render_size=FLAGS.render_size, synthetic_count=FLAGS.synthetic_count,
-        synthetic_dir=FLAGS.synthetic_dir, synthetic_uv_size=FLAGS.synthetic_uv_size,
-        synthetic_seed=FLAGS.synthetic_seed, weight_overrides=parse_weights(FLAGS.loss_weights),
-        identity=FLAGS.identity, identity_weights=FLAGS.identity_weights, pseudo_labels=FLAGS.pseudo_labels,
-        pseudo_parts=tuple(FLAGS.pseudo_parts), pseudo_fit_steps=FLAGS.pseudo_fit_steps, batch_size=FLAGS.batch_size,
-        epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch, max_steps=FLAGS.max_steps,
-        learning_rate=FLAGS.learning_rate, lr_decay=FLAGS.lr_decay, lr_floor=FLAGS.lr_floor, clip_norm=FLAGS.clip_norm,
-        log_every=FLAGS.log_every, image_every=FLAGS.image_every, checkpoint_every=FLAGS.checkpoint_every,
-        keep_checkpoints=FLAGS.keep_checkpoints, eval_every=FLAGS.eval_every, eval_batches=FLAGS.eval_batches,
-        results_json=FLAGS.results_json, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
-        progress=FLAGS.progress, poison_step=FLAGS.poison_step, jit_render=FLAGS.jit_render)
+    return cli.config_from_flags(PriorTrainConfig, FLAGS, weight_overrides=parse_weights(FLAGS.loss_weights))
 
 
 def main(argv):

@@ -30,11 +30,18 @@ Shapes: S = UV size, M = photos, R = texels of the PCA region, D = 3 R features 
 K = components, N = vertices.
 """
 import dataclasses
+import warnings
 
+import cv2
 import numpy as np
+import tensorflow as tf
 from scipy import ndimage
 
 from tf_facetex import camera, sh
+from tf_facetex import io_utils
+from tf_facetex import visualize
+from tf_facetex.errors import FaceTexError
+from tf_facetex.rendering import FaceRenderer
 
 
 @dataclasses.dataclass
@@ -175,7 +182,6 @@ def reference_albedo(albedos, valids, region):
     values = albedos[usable][:, rows, cols] / levels[usable, None, None]          # [M', R, 3]
     values = np.where(valids[usable][:, rows, cols, None], values, np.nan)
     with np.errstate(all="ignore"):
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN texels: nobody saw them
             median = np.nanmedian(values, axis=0) * np.median(levels[usable])
@@ -476,7 +482,6 @@ class UVAlbedoModel:
 
     def save(self, path):
         """Writes a compressed .npz atomically."""
-        from tf_facetex import io_utils
         with io_utils.atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **{k: np.asarray(v) for k, v in dataclasses.asdict(self).items()})
@@ -800,7 +805,6 @@ def build_from_photos(photos: UnwrappedPhotos, region, symmetry_index, frontal_n
         log(f"using {len(used)} of {len(photos)} photos (" + ", ".join(
             f"{int(v.sum())} {k.replace('_', ' ')}" for k, v in dropped.items()) + ")")
     if len(used) <= num_components:
-        from tf_facetex.errors import FaceTexError
         raise FaceTexError(f"only {len(used)} usable photos (showing at least {min_coverage:.0%} of the face, with a "
                            f"plausible light and albedo) for {num_components} components: add photos")
     photos = photos.select(used)
@@ -880,7 +884,6 @@ def brightness_cosine(uv_model: UVAlbedoModel, component: int = 0) -> float:
 def figure_light(frontal_normals, region, level: float = 1.0):
     """[27] a soft white light from the upper front whose mean shading on the frontal face is ``level`` (so that a
     render shows about the albedo's own brightness)."""
-    from tf_facetex import visualize
     light = np.asarray(visualize.PREVIEW_LIGHT, np.float32)[None]
     gains = light_level_gains(light, frontal_normals, region)[0] * (level / REFERENCE_SHADING)
     with_ambient = light.reshape(3, sh.NUM_BASIS).astype(np.float64)
@@ -898,11 +901,6 @@ def albedo_model_figure(face_model, uv_model: UVAlbedoModel, num_components: int
     Returns:
       uint8 [2 * (image_size + 2) + 2, (1 + 2 * components) * (image_size + 2) + 2, 3].
     """
-    import cv2
-    import tensorflow as tf
-
-    from tf_facetex import visualize
-    from tf_facetex.rendering import FaceRenderer
 
     count = min(num_components, uv_model.num_components)
     renderer = FaceRenderer(face_model, image_size, uv_model.mean_uv.shape[0])

@@ -4,6 +4,7 @@ Every script calls `run(main)`. Expected failures (`FaceTexError`, and `OSError`
 output folder) print one readable line and exit with status 2; with ``--verbose`` the traceback is shown too. Tracebacks of anything else are bugs and
 always shown.
 """
+import dataclasses
 import os
 import sys
 
@@ -63,3 +64,61 @@ def register_name_values_validator(flag_name: str, allowed, what: str = "name"):
         return True
 
     flags.register_validator(flag_name, valid)
+
+
+def _field_default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _comparable(value):
+    if value is None:
+        return ""                       # a required string flag (default None) stands for the field's ""
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def flag_default_mismatches(config_class, flag_values=None, renamed=None, skip=()) -> dict:
+    """{field: (flag default, field default)} for every field of ``config_class`` with a flag of the same name
+    (or ``renamed[field]``) whose default differs: flags and config defaults must have one source."""
+    flag_values = flag_values or flags.FLAGS
+    renamed = renamed or {}
+    out = {}
+    for field in dataclasses.fields(config_class):
+        name = renamed.get(field.name, field.name)
+        if field.name in skip or name not in flag_values:
+            continue
+        flag_default, field_default = _comparable(flag_values[name].default), _comparable(_field_default(field))
+        if flag_default != field_default:
+            out[field.name] = (flag_values[name].default, _field_default(field))
+    return out
+
+
+def config_from_flags(config_class, flag_values=None, renamed=None, **values):
+    """A config dataclass filled from the flags of the same name (``renamed`` maps field -> flag name); ``values``
+    give the fields whose value is not a flag's value as is (parsed lists, derived settings).
+
+    Raises ValueError when a flag's default differs from its field's default (so the two cannot drift apart).
+    """
+    flag_values = flag_values or flags.FLAGS
+    renamed = renamed or {}
+    drift = flag_default_mismatches(config_class, flag_values, renamed, skip=values)
+    if drift:
+        raise ValueError(f"flag defaults differ from {config_class.__name__}'s: " + ", ".join(
+            f"--{renamed.get(k, k)} {flag!r} vs {field!r}" for k, (flag, field) in drift.items()))
+    kwargs = dict(values)
+    for field in dataclasses.fields(config_class):
+        name = renamed.get(field.name, field.name)
+        if field.name in kwargs or name not in flag_values:
+            continue
+        value = flag_values[name].value
+        if value is None:
+            value = _field_default(field)
+        elif isinstance(value, list) and isinstance(_field_default(field), tuple):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return config_class(**kwargs)

@@ -14,14 +14,22 @@ Image formation (UV space, then `FaceRenderer.render_uv_maps`):
 the image only, as in real photos.
 """
 import dataclasses
+import json
+import pathlib
 
 import cv2
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from tf_facetex import camera, sh
+from tf_facetex import io_utils
+from tf_facetex.data import tfrecords
+from tf_facetex.data.align import AlignedFace
+from tf_facetex.errors import FaceTexError
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 from tf_facetex.face_model.decoder import is_blendshape_model
+from tf_facetex.rendering import FaceRenderer
 from tf_facetex.rendering import rasterize as rasterize_lib
 from tf_facetex.rendering import uv as uv_lib
 
@@ -366,13 +374,6 @@ def write_synthetic_dataset(model, config: SyntheticConfig, out_dir, count: int,
     Batch k (faces k*batch_size ...) is drawn from ``np.random.default_rng([seed, k])``, so a re-run with the
     same seed and batch size resumes where a killed run stopped and reproduces the same faces.
     """
-    import dataclasses as _dc
-    import pathlib
-
-    from tqdm import tqdm
-
-    from tf_facetex import io_utils
-    from tf_facetex.rendering import FaceRenderer
 
     out = pathlib.Path(out_dir)
     for sub in ("images", "albedo", "gt"):
@@ -380,15 +381,13 @@ def write_synthetic_dataset(model, config: SyntheticConfig, out_dir, count: int,
     renderer = renderer or FaceRenderer(model, config.image_size, config.uv_size)
     generator = SyntheticFaceGenerator(model, renderer, config)
     manifest = {"kind": "tf_facetex synthetic faces", "count": count, "seed": seed, "batch_size": batch_size,
-                "config": _dc.asdict(config), "face_model": model.source, "coefficient_layout":
+                "config": dataclasses.asdict(config), "face_model": model.source, "coefficient_layout":
                 generator.layout.to_dict(), "test_fraction": test_fraction}
     previous = out / "manifest.json"
     if previous.is_file():
-        import json
         old = json.loads(previous.read_text())
         for key in ("seed", "batch_size", "config"):
             if old.get(key) != manifest[key]:
-                from tf_facetex.errors import FaceTexError
                 raise FaceTexError(f"{out}: holds synthetic faces made with another {key}; use a new --out")
     io_utils.write_json(previous, manifest)
 
@@ -424,7 +423,6 @@ def write_synthetic_dataset(model, config: SyntheticConfig, out_dir, count: int,
 
 def load_synthetic_face(out_dir, index: int) -> dict:
     """Reads face ``index`` back: {'image' uint8 [H,W,3], and the ground-truth arrays of gt/*.npz}."""
-    import pathlib
 
     out = pathlib.Path(out_dir)
     image = cv2.cvtColor(cv2.imread(str(out / "images" / f"{index:06d}.png")), cv2.COLOR_BGR2RGB)
@@ -437,10 +435,6 @@ def load_synthetic_face(out_dir, index: int) -> dict:
 
 def write_synthetic_tfrecords(out_dir, count: int, num_shards: int = 4, test_fraction: float = 0.15):
     """Packs written faces into data-pipeline TFRecords (identity alignment: they are already 224 crops)."""
-    import pathlib
-
-    from tf_facetex.data import tfrecords
-    from tf_facetex.data.align import AlignedFace
 
     out = pathlib.Path(out_dir) / "tfrecords"
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,11 @@ from tqdm import tqdm
 
 from tf_facetex import visualize
 from tf_facetex.evaluation import variants as V
+from tf_facetex.identity import get_identity_encoder
+from tf_facetex.prior.samples import sample_dataset
 from tf_facetex.refinement.checkpoint import load_refinement_net
 from tf_facetex.refinement.fit import UVFitConfig
+from tf_facetex.refinement.train import uv_layout
 
 COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
            ("identity", "identity ↑", "{:.3f}"))
@@ -41,15 +44,12 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
 
     ``sizes``: `tf_facetex.refinement.train.inspect_samples` of the shards (image/UV size, coefficient count,
     whether they carry ground truth)."""
-    from tf_facetex.prior.samples import sample_dataset
-    from tf_facetex.refinement.train import uv_layout
 
     image_size, uv_size = int(sizes["image_size"]), int(sizes["uv_size"])
     uv_mask, symmetry_index = uv_layout(face_model, uv_size, log=lambda *_: None)
     uv_mask = tf.constant(uv_mask, tf.float32)
     encoder = None
     if identity == "dlib":
-        from tf_facetex.identity import get_identity_encoder
         encoder = get_identity_encoder("dlib")
     variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps)
     with_gt = bool(sizes["has_ground_truth"])

@@ -14,10 +14,11 @@ from __future__ import annotations
 import collections
 import time
 
+import tensorflow as tf
+
 
 def graph_flops(graph) -> dict:
     """{'total': int, 'by_op_type': {type: flops}} of a `tf.Graph` (e.g. a concrete function's ``.graph``)."""
-    import tensorflow as tf
 
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
@@ -38,7 +39,6 @@ def graph_flops(graph) -> dict:
 
 def function_flops(function, *input_specs) -> dict:
     """FLOPs of ``function(*inputs)`` traced with the given `tf.TensorSpec`s (fixed shapes), as `graph_flops`."""
-    import tensorflow as tf
 
     concrete = tf.function(function, autograph=False).get_concrete_function(*input_specs)
     return graph_flops(concrete.graph)
@@ -54,7 +54,6 @@ def model_flops_per_example(model, input_specs, batch_size=1, training=False) ->
     Returns:
       {'per_example': float, 'total': int, 'batch_size': int, 'by_op_type': {type: flops per example}}.
     """
-    import tensorflow as tf
 
     def batched(spec):
         return tf.TensorSpec([batch_size, *spec.shape], spec.dtype)
@@ -72,7 +71,6 @@ def matmul_gflops(size=2048, repeats=10, dtype="float32", device=None) -> dict:
     GFLOP/s, the seconds per call, and GFLOP per CPU-second of this process (all threads; on a CPU shared with
     other jobs, the wall-clock rate depends on the share this process gets, the per-CPU-second rate much less).
     """
-    import tensorflow as tf
 
     device = device or ("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0")
     with tf.device(device):

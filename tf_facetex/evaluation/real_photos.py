@@ -15,8 +15,13 @@ import pathlib
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from tf_facetex import visualize
+from tf_facetex.data.align import align_face
+from tf_facetex.data.images import load_image
 from tf_facetex.data.masks import CELEBAMASK_FACE_CLASSES, celebamask_face_mask  # noqa: F401 (re-exported)
+from tf_facetex.errors import NoFaceError
 
 NUM_HELDOUT = 200                   # the last 200 of CelebAMask-HQ-mini's 1,000 (sorted by name) are held out
 INNER_POINTS = np.arange(17, 68)    # brows, nose, eyes, mouth: no jaw contour
@@ -120,7 +125,6 @@ def heldout_split(files, num_heldout: int = NUM_HELDOUT):
 
 def load_celebamask_labels(image_path, shape=None) -> np.ndarray:
     """The class-id label map of an image (``../masks/<stem>.png``): uint8 [H, W], resized (nearest) to shape."""
-    from PIL import Image
 
     image_path = pathlib.Path(image_path)
     labels = np.asarray(Image.open(image_path.parent.parent / "masks" / f"{image_path.stem}.png"))
@@ -137,9 +141,6 @@ def aligned_target(labels: np.ndarray, transform: np.ndarray, crop_size: int) ->
 
 def celebamask_crop(path, detector, crop_size: int = 224):
     """One CelebAMask-HQ image as (AlignedFace, target uint8 [S, S]) or None when no face is detected."""
-    from tf_facetex.data.align import align_face
-    from tf_facetex.data.images import load_image
-    from tf_facetex.errors import NoFaceError
 
     image = load_image(path)
     try:
@@ -162,7 +163,6 @@ def worst_cases_grid(rows, cell: int = 112) -> np.ndarray:
 
     Each row: image | GT | per masker: its mask | its error overlay (``error_overlay``). Returns uint8 RGB.
     """
-    from tf_facetex import visualize
 
     def small(picture, interpolation=cv2.INTER_AREA):
         return cv2.resize(np.ascontiguousarray(picture), (cell, cell), interpolation=interpolation)
@@ -261,6 +261,7 @@ def pose_in_photo(angles_in_crop: np.ndarray, transform: np.ndarray) -> np.ndarr
     The crop is the photo rotated by ``crop_roll`` about the view axis, so R_crop = Rz(phi) R_photo
     (exact for a rotation about the principal point, a close approximation elsewhere).
     """
+    # Lazy: pose_init imports TensorFlow (via camera); the metric functions of this module stay numpy-only.
     from tf_facetex.prior.pose_init import euler_from_rotation
 
     phi = crop_roll(transform)

@@ -9,8 +9,12 @@
 The full pipeline (rasteriser, unwrap) is not offered as TFLite: see docs/SERVING.md for what fails and why
 (`try_convert` reports it).
 """
+import inspect
+import re
+
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from tf_facetex.refinement.network import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
 
@@ -50,9 +54,6 @@ def freeze(function):
     (`convert_variables_to_constants_v2`) gives plain constants. Freezing flattens the outputs to a list (in
     `tf.nest` order: sorted dict keys), so a wrapper with the original argument names returns them by name again.
     """
-    import inspect
-
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     concrete = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
@@ -111,7 +112,6 @@ def try_convert(function, **kwargs):
 
 
 def summarize_converter_error(err) -> str:
-    import re
 
     text = str(err)
     lists = {}

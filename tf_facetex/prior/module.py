@@ -7,14 +7,18 @@ The output dict uses the keys of `tf_facetex.prior.samples` (plus diagnostics), 
 image as refinement-sample TFRecords (`write_refinement_samples`) and training never rasterises again.
 """
 import dataclasses
+import pathlib
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from tf_facetex import camera, metrics
+from tf_facetex.data import tfrecords
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter
 from tf_facetex.prior.photometric_fit import PhotometricFitConfig, PhotometricFitter
+from tf_facetex.prior.samples import encode_sample
 from tf_facetex.rendering import FaceRenderer, uv as uv_lib
 
 
@@ -146,12 +150,6 @@ def write_refinement_samples(prior: PriorModule, dataset, out_dir, num_shards: i
     """Runs the prior over a data-pipeline dataset (`tf_facetex.data.tfrecords.make_dataset`, one pass) and
     writes refinement-sample shards ``out_dir/name-k-of-n.tfrecord`` atomically. Ground truth carried by
     synthetic faces (gt_albedo_uv, gt_irradiance_uv) is passed through. Returns a summary dict."""
-    import pathlib
-
-    from tqdm import tqdm
-
-    from tf_facetex.data import tfrecords
-    from tf_facetex.prior.samples import encode_sample
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ class PriorTrainConfig:
     model_dir: str = ""
     resume: bool = False
     face_model: str = "default"       # 'default' (load_face_model), a model path, or 'procedural' (tests only)
-    backbone: str = "tiny"
+    backbone: str = "resnet50"          # the flag's documented default (Deng et al.); tests and smoke runs pass "tiny"
     backbone_weights: str = ""
     image_size: int = 0               # 0: the data's crop size
     render_size: int = 0              # 0: image_size (photometric term's render size)

@@ -33,6 +33,11 @@ import math
 import pathlib
 
 import numpy as np
+import tensorflow as tf
+
+from tf_facetex import io_utils
+from tf_facetex import sh
+from tf_facetex.prior.samples import encode_sample
 
 THETA_MAX = 1.2          # rad: chart u in [-1, 1] spans +-69 degrees around the head
 DOME_TILT = 0.6          # rad: the normal's vertical tilt at v = +-1
@@ -170,7 +175,6 @@ def toy_gamma(rng) -> np.ndarray:
 
 def _shading(normals, gamma):
     """numpy twin of `tf_facetex.sh.shading` for one gamma: [..., 3], [27] -> [..., 3]."""
-    from tf_facetex import sh
 
     x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
     basis = np.stack([np.ones_like(x), -y, z, -x, x * y, -y * z, 3 * z * z - 1, -x * z, x * x - y * y], -1)
@@ -290,10 +294,6 @@ def write_toy_shards(out_dir, num_samples, image_size=64, uv_size=64, num_shards
     Returns:
       the shard paths.
     """
-    import tensorflow as tf
-
-    from tf_facetex import io_utils
-    from tf_facetex.prior.samples import encode_sample
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +350,6 @@ def toy_identity_embedding(images, landmarks=None, detail_sigma=2.0, pool=2):
     Returns:
       [B, (H / pool) * (W / pool)] unnormalised embeddings.
     """
-    import tensorflow as tf
 
     del landmarks
     images = tf.convert_to_tensor(images, tf.float32)

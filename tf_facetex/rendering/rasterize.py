@@ -36,6 +36,7 @@ decision of a pixel centre matches a float64 reference except within ~1e-5 (rela
 """
 import math
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # to detect an XLA context (no public API)
 
@@ -412,7 +413,6 @@ def reference_visibility(pixels, depth, triangles, image_size, cull_backfaces=Fa
     Returns:
       triangle_id: [B, H, W] int32 (-1 = background); zbuffer: [B, H, W] float64; ties: [B, H, W] bool.
     """
-    import numpy as np
 
     height, width = image_hw(image_size)
     pixels = np.asarray(pixels, np.float32).astype(np.float64)
