@@ -326,7 +326,7 @@ def test_batch_runner_records_errors_and_never_leaves_half_folders(tmp_path, rec
         (pathlib.Path(folder) / "albedo.png").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "write_face_outputs", explode)
+    monkeypatch.setattr(pipeline.batch, "write_face_outputs", explode)  # the runner's writer
     before = sorted(p.name for p in (out / "face_a_png").iterdir())
     summary = pipeline.reconstruct_inputs([inputs / "face_a.png"], out, lambda: reconstructor,
                                           FakePreprocessor(aligned_faces(synthetic)), progress=False)

@@ -40,6 +40,7 @@ from scipy import ndimage
 from tf_facetex import camera, sh
 from tf_facetex import io_utils
 from tf_facetex import visualize
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.rendering import FaceRenderer
 
@@ -894,7 +895,7 @@ def figure_light(frontal_normals, region, level: float = 1.0):
 
 
 def albedo_model_figure(face_model, uv_model: UVAlbedoModel, num_components: int = 3, sigma: float = 3.0,
-                        image_size: int = 224):
+                        image_size: int = CROP_SIZE):
     """Mean albedo and mean +/- sigma x std of the first components: a row of UV maps (the UV model) over a row of
     renders of the mean shape, frontal, under a soft white light (the per-vertex model, as the decoder gives it).
 

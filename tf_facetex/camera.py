@@ -14,9 +14,11 @@ import tensorflow as tf
 from tensorflow_graphics.geometry.transformation import rotation_matrix_3d
 from tensorflow_graphics.rendering.camera import perspective
 
+from tf_facetex.conventions import CROP_SIZE
+
 FOCAL_AT_224 = 1015.0
 CAMERA_DISTANCE = 10.0
-REFERENCE_SIZE = 224
+REFERENCE_SIZE = CROP_SIZE            # Deng's focal is defined at the aligned crop size
 
 
 def focal_length(image_size) -> float:

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from tf_facetex import io_utils
+from tf_facetex.conventions import CROP_SIZE
 
 PREVIEW_LIGHT = np.array([0.2, 0.0, 0.35, 0.0, 0.0, 0.0, -0.05, 0.0, 0.0] * 3, np.float32)  # from above-front
 
@@ -42,7 +43,7 @@ def grid(rows, pad=2, background=255) -> np.ndarray:
     return out
 
 
-def splat_render(vertices, normals, albedo, size=224, light=PREVIEW_LIGHT, background=0.15):
+def splat_render(vertices, normals, albedo, size=CROP_SIZE, light=PREVIEW_LIGHT, background=0.15):
     """A point-splat preview of a posed mesh (no rasteriser): vertices drawn as discs, far to near.
 
     Args:
@@ -67,7 +68,7 @@ def splat_render(vertices, normals, albedo, size=224, light=PREVIEW_LIGHT, backg
     return to_uint8(image)
 
 
-def face_model_grid(model, out_path, num_modes=3, size=224):
+def face_model_grid(model, out_path, num_modes=3, size=CROP_SIZE):
     """Writes a PNG: the mean face, then rows of -s / 0 / +s for the first identity and expression modes.
 
     s = 3 (sigma) for PCA modes; for blend-shape expressions (ICT's ARKit shapes, weights in [0, 1]) the

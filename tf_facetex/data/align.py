@@ -27,7 +27,8 @@ import dataclasses
 import cv2
 import numpy as np
 
-CROP_SIZE = 224
+from tf_facetex.conventions import CROP_SIZE
+
 
 # Deng's five 3D alignment points (similarity_Lm3D_all; BFM units, y up, face towards +z), order:
 # eye on the image left (subject's right), eye on the image right, nose tip, mouth corner image left,

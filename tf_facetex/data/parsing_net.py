@@ -18,11 +18,11 @@ import pathlib
 
 import numpy as np
 
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data.masks import FaceMasker, LandmarkHullMasker, LandmarkSkinMasker, _fill_holes, _largest_component
 from tf_facetex.errors import AssetError
 
 DEFAULT_INPUT_SIZE = 160
-CROP_SIZE = 224
 
 
 def base_transform(crop_size: int, input_size: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from tf_facetex import camera, sh
 from tf_facetex import io_utils
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data import tfrecords
 from tf_facetex.data.align import AlignedFace
 from tf_facetex.errors import FaceTexError
@@ -42,7 +43,7 @@ SKIN_TONES = np.array([[0.78, 0.60, 0.51], [0.72, 0.53, 0.42], [0.63, 0.44, 0.33
 class SyntheticConfig:
     """Difficulty knobs. Angles in degrees, intensities relative to an albedo of 1."""
 
-    image_size: int = 224
+    image_size: int = CROP_SIZE
     uv_size: int = 256
     id_scale: float = 1.0             # std of identity coefficients
     exp_scale: float = 0.5            # blend-shape weights up to this / PCA std

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from tf_facetex import visualize
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data.align import align_face
 from tf_facetex.data.images import load_image
 from tf_facetex.data.masks import CELEBAMASK_FACE_CLASSES, celebamask_face_mask  # noqa: F401 (re-exported)
@@ -139,7 +140,7 @@ def aligned_target(labels: np.ndarray, transform: np.ndarray, crop_size: int) ->
                           flags=cv2.INTER_NEAREST, borderValue=0)
 
 
-def celebamask_crop(path, detector, crop_size: int = 224):
+def celebamask_crop(path, detector, crop_size: int = CROP_SIZE):
     """One CelebAMask-HQ image as (AlignedFace, target uint8 [S, S]) or None when no face is detected."""
 
     image = load_image(path)

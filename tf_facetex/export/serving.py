@@ -33,12 +33,13 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import camera
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 from tf_facetex.refinement.network import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
 from tf_facetex.rendering import FaceRenderer
 
-IMAGE_SIZE = 224
+IMAGE_SIZE = CROP_SIZE
 SIGNATURE_KEYS = ("serving_default", "refine")
 SERVING_OUTPUTS = ("albedo_uv", "illumination_uv", "coefficients", "render", "render_coarse", "render_mask",
                    "visibility_uv", "albedo_png_bytes")

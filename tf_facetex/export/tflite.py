@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.refinement.network import UNSEEN_NOISE_SEED, refine_with_network, unseen_noise
 
 QUANTIZATIONS = ("float32", "dynamic_int8")
@@ -36,7 +37,7 @@ def refinement_function(net, uv_mask, uv_size, noise_seed=UNSEEN_NOISE_SEED):
     return refine
 
 
-def regressor_function(regressor, image_size=224):
+def regressor_function(regressor, image_size=CROP_SIZE):
     """A tf.function uint8 images [1, H, H, 3] -> {'coefficients': [1, C]}."""
 
     @tf.function(input_signature=[tf.TensorSpec([1, image_size, image_size, 3], tf.uint8, name="images")])
@@ -95,7 +96,7 @@ def convert_refinement_net(net, uv_mask, uv_size, quantization="float32") -> byt
     return convert(refinement_function(net, uv_mask, uv_size), quantization)
 
 
-def convert_regressor(regressor, image_size=224, quantization="float32") -> bytes:
+def convert_regressor(regressor, image_size=CROP_SIZE, quantization="float32") -> bytes:
     return convert(regressor_function(regressor, image_size), quantization)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import camera
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.face_model.decoder import is_blendshape_model
 from tf_facetex.face_model.model import MorphableModel
 from tf_facetex.prior.pose_init import initial_pose
@@ -26,7 +27,7 @@ def deng_landmark_weights() -> np.ndarray:
 
 @dataclasses.dataclass
 class LandmarkFitConfig:
-    image_size: int = 224
+    image_size: int = CROP_SIZE
     steps: int = 300
     learning_rate: float = 0.03
     id_prior: float = 2.0          # weight of sum(id^2) against the mean squared pixel error

@@ -14,6 +14,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from tf_facetex import camera, metrics
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data import tfrecords
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
 from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter
@@ -25,7 +26,7 @@ from tf_facetex.rendering import FaceRenderer, uv as uv_lib
 @dataclasses.dataclass
 class PriorConfig:
     mode: str = "fit"                 # 'fit' (no trained weights) or 'regressor'
-    image_size: int = 224
+    image_size: int = CROP_SIZE
     uv_size: int = 256
     landmark: LandmarkFitConfig = dataclasses.field(default_factory=LandmarkFitConfig)
     photometric: PhotometricFitConfig = dataclasses.field(default_factory=PhotometricFitConfig)

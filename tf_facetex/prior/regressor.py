@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import AssetError
 from tf_facetex.face_model.decoder import CoefficientLayout
 
@@ -83,7 +84,7 @@ def preprocess(images, backbone: str):
 class PriorRegressor(keras.Model):
     """Images [B, S, S, 3] in [0, 1] -> coefficients [B, C] in the face model's layout."""
 
-    def __init__(self, layout_sizes: dict, backbone: str = "resnet50", image_size: int = 224,
+    def __init__(self, layout_sizes: dict, backbone: str = "resnet50", image_size: int = CROP_SIZE,
                  backbone_weights=None, **kwargs):
         super().__init__(**kwargs)
         self.layout_sizes = dict(layout_sizes)
@@ -115,14 +116,14 @@ def count_parameters(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
 
 
-def build_regressor(model, backbone="resnet50", image_size=224) -> PriorRegressor:
+def build_regressor(model, backbone="resnet50", image_size=CROP_SIZE) -> PriorRegressor:
     """An untrained `PriorRegressor` for ``model`` with its weights created (ready to load or export)."""
     regressor = PriorRegressor.for_model(model, backbone=backbone, image_size=image_size)
     regressor(np.zeros((1, image_size, image_size, 3), np.float32))
     return regressor
 
 
-def load_regressor(model, weights_path, backbone="resnet50", image_size=224) -> PriorRegressor:
+def load_regressor(model, weights_path, backbone="resnet50", image_size=CROP_SIZE) -> PriorRegressor:
     """A `PriorRegressor` for ``model`` with trained weights from ``weights_path`` (AssetError if unusable)."""
     if not weights_path:
         raise AssetError("the regressor prior needs trained weights (--regressor_weights); "

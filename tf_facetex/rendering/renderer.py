@@ -18,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import camera, geometry, sh
+from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.rendering import interpolate, rasterize as rasterize_lib, uv as uv_lib
 
-DEFAULT_IMAGE_SIZE = 224
+DEFAULT_IMAGE_SIZE = CROP_SIZE
 DEFAULT_UV_SIZE = 256
 # Depth test of the unwrap: tolerance = epsilon + (depth change of the texel's triangle over the ~0.7 pixel
 # lost by the nearest-pixel lookup), capped. In decimetres: 3 mm and 1 cm, far below the nose/cheek occlusion
