@@ -37,7 +37,6 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from tf_facetex import camera
     from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
     from tf_facetex.face_model import load_face_model
     from tf_facetex.prior.module import PriorConfig, PriorModule
@@ -54,7 +53,7 @@ def main(argv):
     fit = {}
     stages["landmark_fit"] = _timed(lambda: fit.update(prior.landmark_fitter(landmarks)), FLAGS.repeats)
     parts = {k: tf.constant(fit[k]) for k in ("id", "exp", "angles", "translation")}
-    posed = camera.rigid_transform(prior.decoder(parts)["vertices"], parts["angles"], parts["translation"])
+    posed = prior.decoder.pose(parts)["posed"]
     stages["rasterize"] = _timed(lambda: prior.renderer.rasterize(posed), FLAGS.repeats)
     raster = prior.renderer.rasterize(posed)
     normals = prior.renderer.vertex_normals(posed)

@@ -2,6 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tf_facetex.data.records import count_records
 from tf_facetex.prior import samples
 
 
@@ -20,7 +21,7 @@ def test_round_trip_through_tf_data(tmp_path, rng):
     with tf.io.TFRecordWriter(path) as writer:
         for sample in originals:
             writer.write(samples.encode_sample(sample))
-    assert samples.count_records(path) == 4
+    assert count_records(path) == 4
     batch = next(iter(samples.sample_dataset(path, 4, 32, 16, 10, training=False, with_ground_truth=True)))
     tolerance = {"image": 1 / 255, "texture_uv": 1 / 255, "prior_albedo_uv": 1 / 255, "pixel_uv": 15 / 65535 * 2,
                  "normals_uv": 2e-3, "irradiance_gt_uv": 1e-4}

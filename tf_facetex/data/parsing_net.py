@@ -18,7 +18,6 @@ import pathlib
 
 import numpy as np
 
-from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data.masks import FaceMasker, LandmarkHullMasker, LandmarkSkinMasker, _fill_holes, _largest_component
 from tf_facetex.errors import AssetError
 

@@ -252,8 +252,8 @@ class SyntheticFaceGenerator:
         c = self.config
         parts = self.sample_coefficients(rng, batch)
         coeffs = self.layout.join({k: tf.constant(v) for k, v in parts.items()}).numpy()
-        decoded = self.decoder(coeffs)
-        posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+        decoded = self.decoder.pose(coeffs)
+        posed = decoded["posed"]
         raster = self.renderer.rasterize(posed)
         normals_uv = self.renderer.normals_uv(posed)
         positions_uv = self.renderer.rasterize_to_uv(posed).numpy()

@@ -32,7 +32,6 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tf_facetex import camera
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
@@ -115,9 +114,8 @@ class FaceTexServing(tf.Module):
     def prior(self, images):
         """`PriorModule` (regressor mode, no masks) in graph ops: float images [B, H, H, 3] in [0, 1] -> dict."""
         coeffs = self.regressor(images, training=False)
-        parts = self.layout.split(coeffs)
-        decoded = self.decoder(parts)
-        posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+        decoded = self.decoder.pose(coeffs)
+        parts, posed = decoded["parts"], decoded["posed"]
         raster = self.renderer.rasterize(posed)
         normals_uv = self.renderer.normals_uv(vertex_normals=self.renderer.vertex_normals(posed))
         prior_albedo_uv = self.renderer.rasterize_to_uv(decoded["albedo"]) * self.uv_mask   # tone 1 (regressor)

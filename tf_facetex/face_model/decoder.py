@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_facetex import geometry
+from tf_facetex import camera, geometry
 from tf_facetex.face_model.model import NUM_SH_COEFFS, MorphableModel
 
 
@@ -108,6 +108,27 @@ class FaceDecoder(keras.layers.Layer):
         return {"vertices": vertices,
                 "albedo": self.albedo(self._part(coeffs, "tex", batch)),
                 "normals": self.normals(vertices)}
+
+    def pose(self, coeffs, angles=None, translation=None):
+        """The pose step every stage shares: split -> decode -> rigid transform.
+
+        Args:
+          coeffs: [B, C] in the layout's order, or a dict of parts (needs 'angles' and 'translation' unless given).
+          angles: [B, 3] radians replacing the coefficients' (None keeps them); translation: [B, 3] likewise.
+        Returns:
+          the `call` dict (vertices unposed, albedo, normals) plus 'parts' (the coefficient parts) and 'posed'
+          [B, N, 3] (world frame, camera at z = +10).
+        """
+        if isinstance(coeffs, dict):
+            parts = dict(coeffs)
+        else:
+            parts = self.layout.split(tf.convert_to_tensor(coeffs, tf.float32))
+        angles = parts["angles"] if angles is None else tf.convert_to_tensor(angles, tf.float32)
+        translation = parts["translation"] if translation is None else tf.convert_to_tensor(translation, tf.float32)
+        decoded = self(parts)
+        posed = camera.rigid_transform(decoded["vertices"], tf.cast(angles, tf.float32),
+                                       tf.cast(translation, tf.float32))
+        return {**decoded, "parts": parts, "posed": posed}
 
     def get_config(self):
         # The face model is data, not configuration: rebuild the layer from the model file.

@@ -8,7 +8,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_facetex import camera, metrics
+from tf_facetex import metrics
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.lighting_presets import preset
@@ -49,12 +49,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
-    coeffs = tf.convert_to_tensor(coeffs, tf.float32)
-    parts = layout.split(coeffs)
-    angles = parts["angles"] if angles is None else tf.convert_to_tensor(angles, tf.float32)
-    translation = parts["translation"] if translation is None else tf.convert_to_tensor(translation, tf.float32)
-    vertices = decoder({"id": parts["id"], "exp": parts["exp"]})["vertices"]
-    posed = camera.rigid_transform(vertices, angles, translation)
+    del layout  # the decoder's own layout splits the coefficients
+    posed = decoder.pose(coeffs, angles, translation)["posed"]
     raster = renderer.rasterize(posed)
     normals_uv = renderer.normals_uv(posed_vertices=posed)
     return renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,

@@ -79,8 +79,7 @@ class PriorModule:
             raise ValueError("the fitting prior needs 68 landmarks per image")
         shape = self.landmark_fitter(landmarks)
         parts = {k: tf.constant(shape[k]) for k in ("id", "exp", "angles", "translation")}
-        decoded = self.decoder(parts)
-        posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+        posed = self.decoder.pose(parts)["posed"]
         raster = self.renderer.rasterize(posed)
         mask = self._face_mask(masks, raster)
         light = self.photometric_fitter(images, mask, raster, self.renderer.vertex_normals(posed))
@@ -108,10 +107,10 @@ class PriorModule:
         """
         images = tf.convert_to_tensor(images, tf.float32)
         coeffs, tone, diagnostics, geometry = self.coefficients(images, landmarks, masks)
-        parts = self.layout.split(tf.constant(coeffs))
-        decoded = self.decoder(parts)
+        decoded = self.decoder.pose(tf.constant(coeffs))
+        parts = decoded["parts"]
         if geometry is None:
-            posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+            posed = decoded["posed"]
             raster = self.renderer.rasterize(posed)
         else:
             posed, raster = geometry

@@ -134,8 +134,3 @@ def sample_dataset(file_pattern, batch_size: int, image_size: int, uv_size: int,
     dataset = dataset.map(lambda s: decode_sample(s, image_size, uv_size, num_coeffs, with_ground_truth),
                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
-
-
-def count_records(file_pattern) -> int:
-    return int(sum(1 for _ in tf.data.Dataset.list_files(file_pattern, shuffle=False).interleave(
-        tf.data.TFRecordDataset)))

@@ -170,11 +170,6 @@ def build_prior_trainer(config: PriorTrainConfig, model, image_size, steps_per_e
     return trainer
 
 
-def _check_run_config(model_dir, record, resume, log):
-    """Writes run_config.json on a fresh run; on resume, refuses settings that change the architecture."""
-    write_or_check_run_config(model_dir, record, resume, ARCHITECTURE_KEYS, log, "train_prior")
-
-
 def train_prior(config: PriorTrainConfig, log=print, on_step: Optional[Callable] = None) -> PriorTrainResult:
     """Trains the prior regressor per `config` (flags in scripts/train_prior.py); see the module docstring."""
     if not config.model_dir:
@@ -215,7 +210,7 @@ def train_prior(config: PriorTrainConfig, log=print, on_step: Optional[Callable]
               "image_size": image_size, "steps_per_epoch": steps_per_epoch, "num_coeffs": trainer.layout.size,
               "layout": trainer.layout.to_dict(), "face_model_source": model.source}
     model_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_config(model_dir, record, config.resume, log)
+    write_or_check_run_config(model_dir, record, config.resume, ARCHITECTURE_KEYS, log, "train_prior")
     start_step = checkpoints.resume_step(keeper, config.resume, log, "train_prior")
     if start_step:
         log(f"[train_prior] resumed from {keeper.latest}: step {start_step}")

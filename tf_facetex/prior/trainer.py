@@ -115,9 +115,8 @@ class PriorTrainer(keras.Model):
     def decode(self, coeffs):
         """Coefficients [B, C] -> dict: 'parts', 'posed' [B, N, 3], 'albedo' [B, N, 3], 'landmarks' [B, 68, 2]
         (pixels of the crop), 'render' [B, R, R, 3] (R = the renderer's size), 'render_mask' [B, R, R, 1] (M_proj)."""
-        parts = self.layout.split(coeffs)
-        decoded = self.decoder(coeffs)
-        posed = camera.rigid_transform(decoded["vertices"], parts["angles"], parts["translation"])
+        decoded = self.decoder.pose(coeffs)
+        parts, posed = decoded["parts"], decoded["posed"]
         landmarks = camera.project(tf.gather(posed, self.landmark_indices, axis=1), self.image_size)[0]
         raster = self.renderer.rasterize(posed)
         normals = self.renderer.vertex_normals(posed)

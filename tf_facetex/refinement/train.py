@@ -191,11 +191,6 @@ def build_trainer(config: TrainConfig, uv_size, uv_mask, symmetry_index, steps_p
     return trainer
 
 
-def _check_run_config(model_dir, record, resume, log):
-    """Writes run_config.json on a fresh run; on resume, refuses settings that change the architecture."""
-    write_or_check_run_config(model_dir, record, resume, ARCHITECTURE_KEYS + ("uv_size", "image_size"), log, "train")
-
-
 def restore_trainer(model_dir, checkpoint=None, log=print) -> FaceTexTrainer:
     """A trainer rebuilt from a run folder's run_config.json with a checkpoint's weights (default: the newest).
 
@@ -252,7 +247,8 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
     if chief:
         record = {**dataclasses.asdict(config), "image_size": image_size, "uv_size": uv_size,
                   "num_coeffs": num_coeffs, "steps_per_epoch": steps_per_epoch}
-        _check_run_config(model_dir, record, config.resume, log)
+        write_or_check_run_config(model_dir, record, config.resume, ARCHITECTURE_KEYS + ("uv_size", "image_size"),
+                                  log, "train")
     start_step = checkpoints.resume_step(keeper, config.resume, log, "train")
     if start_step:
         log(f"[train] resumed from {keeper.latest}: step {start_step}, epoch {int(trainer.epoch.numpy())}")
