@@ -1,5 +1,4 @@
-"""scripts/make_results.py (docs/RESULTS.md from docs/results/*.json) and the FLOP counter of scripts/bench.py."""
-import importlib.util
+"""The results page (`tf_facetex.evaluation.report`, scripts/make_results.py) and the FLOP counter of scripts/bench.py."""
 import json
 import pathlib
 
@@ -8,16 +7,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def make_results():
-    return _load_script("make_results")
+    from tf_facetex.evaluation import report
+
+    return report
 
 
 FAKE_BENCH = {

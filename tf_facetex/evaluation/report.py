@@ -1,0 +1,426 @@
+"""docs/RESULTS.md from the result JSON files in docs/results/ (no TensorFlow): scripts/make_results.py.
+
+One section per known result (in a fixed order), each with a short explanation of what the numbers mean, the
+command that produced it (the JSON's "command" key when it has one, else the documented command) and markdown
+tables. A known result whose JSON is missing gets "not yet produced: run ...". Any other *.json in the folder gets
+a section with a generic table (scalars, then one table per group of like records); a file that does not parse,
+or whose layout a section formatter does not expect, falls back to the generic table with a note, so the page is
+always written. PNG figures in the folder are linked at the end. The page is written atomically (temporary file +
+rename).
+"""
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+from tf_facetex import io_utils
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_RESULTS = ROOT / "docs" / "results"
+DEFAULT_OUT = ROOT / "docs" / "RESULTS.md"
+MAX_GENERIC_ROWS = 60
+MAX_GENERIC_COLUMNS = 12
+BIG_COLLECTION = 40          # dicts / lists longer than this are summarised ("[1000 entries]"), not expanded
+
+
+# ================================================================================================ formatting helpers
+def fmt(value, digits=4):
+    """A table cell: numbers rounded sensibly, lists short, None as an en dash; '|' escaped."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3g}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        if abs(value) < 1:
+            return f"{value:.{digits}g}"
+        text = f"{value:.{max(1, digits - 1)}f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
+    if isinstance(value, (list, tuple)):
+        if len(value) > 8 or any(isinstance(v, (dict, list)) for v in value):
+            return f"[{len(value)} values]"
+        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
+    if isinstance(value, dict):
+        return f"{{{len(value)} entries}}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _escape(text):
+    """Pipes inside a table cell would split it."""
+    return text.replace("\\|", "|").replace("|", "\\|").replace("\n", " ")
+
+
+def table(header, rows):
+    """Markdown table lines."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [_escape(c) if isinstance(c, str) else fmt(c) for c in row]
+        cells += [""] * (len(header) - len(cells))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def flatten(value, prefix="", depth=4):
+    """{'a.b.c': scalar} of a nested dict; big collections and deep levels are summarised as one cell."""
+    out = {}
+    if isinstance(value, dict) and depth > 0 and len(value) <= BIG_COLLECTION:
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key), depth - 1))
+    elif isinstance(value, dict):
+        out[prefix] = f"{{{len(value)} entries, not shown}}"
+    else:
+        out[prefix] = value
+    return out
+
+
+def _record_group(value):
+    """True for a dict of dicts or a list of dicts (rows of a table), not too many of them."""
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, list):
+        items = value
+    else:
+        return False
+    return 2 <= len(items) <= BIG_COLLECTION and all(isinstance(v, dict) for v in items)
+
+
+def generic_section(data):
+    """Markdown lines for any JSON value: a key/value table of the scalars, one table per group of records."""
+    if not isinstance(data, dict):
+        data = {"value": data}
+    lines, scalars, groups = [], {}, {}
+    for key, value in data.items():
+        if key == "command":
+            continue
+        if _record_group(value):
+            groups[key] = value
+        else:
+            scalars.update(flatten(value, str(key)))
+    if scalars:
+        items = list(scalars.items())
+        lines += table(["key", "value"], [[f"`{k}`", v] for k, v in items[:MAX_GENERIC_ROWS]])
+        if len(items) > MAX_GENERIC_ROWS:
+            lines.append(f"\n({len(items) - MAX_GENERIC_ROWS} more values in the JSON)")
+        lines.append("")
+    for key, value in groups.items():
+        entries = list(value.items()) if isinstance(value, dict) else [(str(i), v) for i, v in enumerate(value)]
+        flat = [(name, flatten(record, depth=3)) for name, record in entries]
+        columns = []
+        for _, record in flat:
+            columns += [c for c in record if c not in columns]
+        shown = columns[:MAX_GENERIC_COLUMNS]
+        lines.append(f"`{key}`:\n")
+        lines += table([key] + [f"`{c}`" for c in shown], [[name] + [rec.get(c) for c in shown] for name, rec in flat])
+        if len(columns) > len(shown):
+            lines.append(f"\n({len(columns) - len(shown)} more columns in the JSON: "
+                         + ", ".join(f"`{c}`" for c in columns[len(shown):len(shown) + 10])
+                         + (", ..." if len(columns) > len(shown) + 10 else "") + ")")
+        lines.append("")
+    return lines
+
+
+# ================================================================================================ known sections
+def _percent(fraction):
+    return None if fraction is None else f"{fmt(100.0 * fraction, 3)} %"
+
+
+def bench_section(data):
+    lines = []
+    machine = data.get("machine", {})
+    matmul, matmul_end = data.get("matmul", {}), data.get("matmul_end", {})
+    facts = [f"{machine.get('cpu_count', '?')} CPU cores ({', '.join(machine.get('devices', [])) or '?'})",
+             f"TensorFlow {machine.get('tensorflow', '?')}",
+             f"weights: **{data.get('weights', '?')}**"]
+    if matmul:
+        facts.append(f"tf.matmul {matmul.get('size')}²: {fmt(matmul.get('gflops_median'))} GFLOP/s at the start"
+                     + (f", {fmt(matmul_end.get('gflops_median'))} at the end" if matmul_end else "")
+                     + f" (load {fmt(matmul.get('load_average'))})")
+    lines += ["Machine: " + "; ".join(facts) + ".", ""]
+    if data.get("partial"):
+        lines += ["**Partial result: the run did not finish (the runs below are those it completed).**", ""]
+    runs = data.get("runs", [])
+    if runs:
+        lines.append("End to end (no file writing; `with files` adds writing the face folder; CPU ms/image: process "
+                     "CPU time, all threads):\n")
+        rows = []
+        for run in runs:
+            rows.append([run.get("variant"), run.get("batch_size"), run.get("images_per_s"),
+                         run.get("images_per_s_with_files"), run.get("ms_per_image_total"), run.get("first_call_s"),
+                         run.get("peak_rss_mb"),
+                         f"{fmt(run.get('load_average_before'))} → {fmt(run.get('load_average_after'))}",
+                         run.get("cpu_ms_per_image_total")])
+        lines += table(["variant", "batch", "images/s", "images/s with files", "ms/image", "first call s",
+                        "peak RSS MB", "load avg before → after", "CPU ms/image"], rows)
+        lines.append("")
+        stages = []
+        for run in runs:
+            stages += [s for s in run.get("ms_per_image", {}) if s not in stages]
+        extra = any("ms_per_image_write" in run for run in runs)
+        lines.append("ms/image by stage:\n")
+        header = ["variant", "batch"] + stages + (["(write)"] if extra else [])
+        rows = [[run.get("variant"), run.get("batch_size")] + [run.get("ms_per_image", {}).get(s) for s in stages]
+                + ([run.get("ms_per_image_write")] if extra else []) for run in runs]
+        lines += table(header, rows)
+        lines.append("")
+        variants = {run.get("variant"): run for run in runs}
+        described = [f"**{name}**: prior {run['prior']}; details {run['refiner']}"
+                     for name, run in variants.items() if "prior" in run and "refiner" in run]
+        if described:
+            lines += ["; ".join(described) + ".", ""]
+    flops = data.get("flops", {})
+    if flops:
+        lines.append("FLOPs per image (TF profiler):\n")
+        lines += table(["network", "what", "parameters", "GFLOP/image"],
+                       [[name, info.get("what"), info.get("parameters"), info.get("gflop_per_image")]
+                        for name, info in flops.items()])
+        lines.append("")
+    reference = data.get("matmul_reference", {})
+    rates = []
+    for run in runs:
+        for stage, a in run.get("achieved", {}).items():
+            if isinstance(a, dict):
+                rates.append([a.get("network", "regressor + refinement"),
+                              f"{run.get('variant')} pipeline, {stage} stage", run.get("batch_size"), None,
+                              a.get("achieved_gflop_per_s"), _percent(a.get("fraction_of_matmul")),
+                              a.get("gflop_per_cpu_s"), _percent(a.get("fraction_of_matmul_cpu")),
+                              f"{fmt(run.get('load_average_before'))} → {fmt(run.get('load_average_after'))}"])
+    for r in data.get("networks_alone", []):
+        rates.append([r.get("network"), "alone (tf.function)", r.get("batch_size"), r.get("ms_per_image"),
+                      r.get("achieved_gflop_per_s"), _percent(r.get("fraction_of_matmul")), r.get("gflop_per_cpu_s"),
+                      _percent(r.get("fraction_of_matmul_cpu")),
+                      f"{fmt(r.get('load_average_before'))} → {fmt(r.get('load_average_after'))}"])
+    if rates:
+        lines.append("Achieved rates (matmul reference: "
+                     + (f"{fmt(reference.get('gflops'))} GFLOP/s wall, {fmt(reference.get('gflops_per_cpu_s'))} "
+                        "GFLOP per CPU-second" if reference else "–")
+                     + "; the per-CPU-second columns are the ones to trust while other jobs share the cores):\n")
+        lines += table(["network", "where", "batch", "ms/image", "GFLOP/s", "% of matmul", "GFLOP/CPU-s",
+                        "% of matmul (CPU)", "load avg before → after"], rates)
+        lines.append("")
+    memory = data.get("memory", {})
+    if memory:
+        allocator = memory.get("tf_allocator", {})
+        lines += [f"Memory: process peak (ru_maxrss) {fmt(memory.get('ru_maxrss_mb'))} MB; TF allocator: "
+                  + ("; ".join(f"{k}: {fmt(v)}" for k, v in allocator.items()) or "–") + ".", ""]
+    return lines
+
+
+def masks_section(data):
+    lines = [f"Protocol: {data.get('protocol', '?')}. {fmt(data.get('num_files'))} files, "
+             f"{len(data.get('no_face', []))} without a detected face.", ""]
+    rows = []
+    for name, m in data.get("maskers", {}).items():
+        iou = m.get("iou", {})
+        rows.append([name, m.get("num_images"), iou.get("mean"), iou.get("median"), iou.get("p10"),
+                     m.get("precision", {}).get("mean"), m.get("recall", {}).get("mean"),
+                     m.get("pixel_pooled", {}).get("iou"), m.get("ms_per_image"),
+                     (f"{fmt(m['vs_skin'].get('mean_iou_difference'))} "
+                      f"({m['vs_skin'].get('images_better')} better / {m['vs_skin'].get('images_worse')} worse)")
+                     if isinstance(m.get("vs_skin"), dict) else "–"])
+    lines += table(["masker", "images", "IoU mean ↑", "IoU median", "IoU p10", "precision", "recall",
+                    "pooled IoU", "ms/image", "IoU vs skin"], rows)
+    return lines + [""]
+
+
+def landmarks_section(data):
+    lines = [f"Protocol: {data.get('protocol', '?')}. Detector {data.get('detector', '?')}, "
+             f"fit {data.get('fit_steps', '?')} steps.", ""]
+    groups = [("all", data.get("overall", {}))] + list(data.get("by_abs_yaw_deg", {}).items())
+    rows = []
+    for label, group in groups:
+        for method in ("dlib", "fit"):
+            m = group.get(method)
+            if not isinstance(m, dict):
+                continue
+            rows.append([label if label == "all" else f"yaw ±{label}°", method, group.get("num_images"),
+                         group.get("failure_rate"), m.get("nme68", {}).get("mean"), m.get("nme68", {}).get("median"),
+                         m.get("nme51", {}).get("mean"), m.get("fraction_nme68_over_10pct")])
+    lines += table(["faces", "landmarks", "images", "share without detection", "NME68 mean % ↓", "NME68 median %",
+                    "NME51 mean %", "share NME68 > 10 %"], rows)
+    balanced = data.get("balanced_mean_over_bins", {})
+    if balanced:
+        lines += ["", "Balanced (mean over the yaw bins): " + "; ".join(
+            f"{method} NME68 {fmt(v.get('nme68'))} %, NME51 {fmt(v.get('nme51'))} %" for method, v in balanced.items())
+            + "."]
+    pose_rows = [[label if label == "all" else f"yaw ±{label}°"]
+                 + [group["pose"].get("mae_deg", {}).get(a) for a in ("pitch", "yaw", "roll", "mean")]
+                 for label, group in groups if isinstance(group.get("pose"), dict)]
+    if pose_rows:
+        lines += ["", "Pose error of the fit (MAE, degrees, after the sign convention is matched):", ""]
+        lines += table(["faces", "pitch", "yaw", "roll", "mean"], pose_rows)
+    return lines + [""]
+
+
+SYNTH_COLUMNS = (("l1", "L1 ↓"), ("psnr", "PSNR ↑"), ("ssim", "SSIM ↑"), ("identity", "identity ↑"))
+
+
+def synthetic_section(data):
+    variants = data.get("variants", {})
+    light = data.get("detailed_light", {})
+    lines = [f"{fmt(data.get('images'))} images from `{data.get('data', '?')}`; ground-truth albedo: "
+             f"{fmt(data.get('ground_truth'))}.", ""]
+    metric_keys = []
+    for metrics in variants.values():
+        metric_keys += [k for k in metrics if k not in metric_keys]
+    other = [k for k in metric_keys if not k.startswith(("od_", "oc_"))]
+    header = ["variant"] + [label for _, label in SYNTH_COLUMNS] + [f"`{k}`" for k in other]
+    rows, ranking = [], []
+    for name, metrics in variants.items():
+        tags = [("OD (A', L')", "od"), ("OC (A', L)", "oc")] if light.get(name) else [("", "oc")]
+        for label, tag in tags:
+            row = [f"{name} {label}".strip() if name != "prior" or label else "prior (A, L)"]
+            row += [metrics.get(f"{tag}_{key}") for key, _ in SYNTH_COLUMNS] + [metrics.get(k) for k in other]
+            rows.append(row)
+            if metrics.get(f"{tag}_psnr") is not None:
+                ranking.append((metrics[f"{tag}_psnr"], row[0]))
+    lines += table(header, rows)
+    if ranking:
+        lines += ["", "Ranked by re-render PSNR: " + " > ".join(f"{n} ({fmt(v)} dB)" for v, n in
+                                                                  sorted(ranking, reverse=True)) + "."]
+    albedo = [(m["albedo_si_rmse"], n) for n, m in variants.items() if m.get("albedo_si_rmse") is not None]
+    if albedo:
+        lines += ["Ranked by albedo si-RMSE against the ground truth (lower is better): "
+                  + " < ".join(f"{n} ({fmt(v)})" for v, n in sorted(albedo)) + "."]
+    lines += ["", f"Identity: {data.get('identity_network', '?')}."]
+    return lines + [""]
+
+
+# (file, title, command, explanation, formatter or None for the generic table)
+SECTIONS = [
+    ("bench.json", "Speed: end-to-end reconstruction on this machine",
+     ".venv/bin/python scripts/bench.py --json docs/results/bench.json",
+     "Images per second of the whole product pipeline (detect → prior → unwrap → refine → render, the photo "
+     "replicated to the batch), the median ms/image of each stage after one warm-up call (`first call s`: tracing, "
+     "compilation, lazy loading), the peak resident memory of each run, and the FLOPs per image of the two "
+     "networks from the TensorFlow profiler (a multiply-add counts 2). `network` runs the ResNet-50 regressor prior "
+     "and the refinement network with **random weights** (no trained weights exist here; speed does not depend "
+     "on them); `fit` is the no-weights default of `scripts/run_demo.sh`. The achieved GFLOP/s of a network stage "
+     "divided by the machine's measured `tf.matmul` rate says how far the stage is from being compute-bound. "
+     "The machine is shared: read every figure with the load average next to it.", bench_section),
+    ("eval_synthetic.json", "Method variants on synthetic faces (the paper's Table 1 columns + albedo error)",
+     ".venv/bin/python scripts/evaluate.py --flagfile configs/eval_synthetic.cfg "
+     "--json docs/results/eval_synthetic.json",
+     "Each variant reconstructs the same synthetic faces. L1 / PSNR / SSIM compare the re-render with the input "
+     "photo on the face mask (OD: detailed light L', OC: the coarse global light L); identity is the cosine "
+     "similarity of face-recognition embeddings of input and re-render. With ground truth, the albedo columns give "
+     "the scale-invariant RMSE and SSIM of the albedo in UV on the face region (after a global scale alignment), "
+     "on all and on the seen texels, and the RMSE of a render under a new light. Re-render scores reward "
+     "explaining the photo; the albedo columns reward separating albedo from light (an albedo with the photo's "
+     "lighting baked in can re-render well and still score badly there). The two rankings under the table are "
+     "computed from these numbers.", synthetic_section),
+    ("eval_real.json", "Method variants on real photos (the paper's Table 1 on a held-out real split)",
+     "bash scripts/run_real_recipe.sh",
+     "The same columns as the synthetic table, on real test photos no training image comes from (split by "
+     "content hash, duplicates removed); there is no ground-truth albedo for real photos, so only the re-render "
+     "columns exist.", synthetic_section),
+    ("eval_masks.json", "Face masks against CelebAMask-HQ labels",
+     ".venv/bin/python scripts/eval_masks.py --json docs/results/eval_masks.json --parsing_weights "
+     "outputs/parsing_net/parsing_net.keras",
+     "How well each face masker (the pixels the fit explains and the unwrap keeps) matches the human face "
+     "labels on 200 held-out aligned crops: per-image IoU (mean, median, 10th percentile), precision (share of the "
+     "mask that is face) and recall (share of the face that is masked), the pixel-pooled IoU, and the paired IoU "
+     "difference against the landmark + skin-colour masker.", masks_section),
+    ("eval_landmarks.json", "68-point landmarks and head pose on AFLW2000-3D",
+     ".venv/bin/python scripts/eval_landmarks.py --json docs/results/eval_landmarks.json",
+     "Normalised mean error (NME, percent of the ground-truth box size) of dlib's 68 landmarks and of the fitted "
+     "face model's projected landmarks, over all images and by |yaw|; images without a detection are failures "
+     "and excluded from the NME. The pose table is the fit's mean absolute angle error.", landmarks_section),
+    ("prior_training.json", "Prior regressor training",
+     ".venv/bin/python scripts/train_prior.py --flagfile=configs/prior_synthetic.cfg "
+     "--results_json docs/results/prior_training.json",
+     "The prior regressor's held-out evaluation against the mean face and the landmark fit: landmark error in "
+     "pixels at 224, shape RMSE in mm, coefficient errors and the skin-mask PSNR of the re-render.", None),
+    ("landmark_fit_noise.json", "Landmark fit: shape error against landmark noise",
+     ".venv/bin/python scripts/sweep_landmark_fit.py --data 'outputs/prior_synth/faces3000/tfrecords/test-*.tfrecord' "
+     "--json docs/results/landmark_fit_noise.json",
+     "Shape RMSE (mm) of the landmark fit on held-out synthetic faces when Gaussian noise is added to their exact 68 "
+     "landmarks, for several identity:expression prior weights, against the mean face.", None),
+    ("albedo_model.json", "Albedo model built from photos",
+     ".venv/bin/python scripts/build_albedo_model.py --images ../shared/faces/celebamask_hq_mini/train/images "
+     "--limit 240 --components 10 --uv_size 128 --out outputs/albedo_model/ict_photos.npz "
+     "--figure docs/results/albedo_model.png --report docs/results/albedo_model.json",
+     "The photo-built albedo basis for ICT-FaceKit: how many photos were used, the held-out reconstruction error "
+     "of the basis against the mean alone, and the variance the components explain.", None),
+    ("bench_render.json", "Rendering stack speed",
+     ".venv/bin/python scripts/bench_render.py --json > docs/results/bench_render.json",
+     "ms/image of visibility, interpolation and the full per-texel-shaded render by mesh, image size, batch and "
+     "execution mode.", None),
+    ("bench_train.json", "Training step speed",
+     ".venv/bin/python scripts/bench_train.py --json > docs/results/bench_train.json",
+     "Seconds per training step of the refinement module (small and paper networks) and the share of input, "
+     "forward, rendering, losses and backward.", None),
+    ("bench_prior.json", "Prior module speed",
+     ".venv/bin/python scripts/bench_prior.py --json > docs/results/bench_prior.json",
+     "Fitting ms/image by stage and regressor images/s.", None),
+]
+
+
+def section(path, title, command, explanation, formatter):
+    """Markdown lines of one section (path may be missing: a 'not yet produced' note), then its notes.
+
+    ``<name>.notes.md`` next to the JSON, when present, is the hand-written reading of the numbers (why the
+    variants rank as they do); it is appended verbatim, so the tables stay generated and the prose stays put.
+    """
+    lines = _section_lines(path, title, command, explanation, formatter)
+    notes = path.with_name(path.stem + ".notes.md")
+    if notes.is_file():
+        lines += [notes.read_text().strip(), ""]
+    return lines
+
+
+def _section_lines(path, title, command, explanation, formatter):
+    lines = [f"## {title}", "", explanation, ""]
+    if not path.is_file():
+        return lines + [f"*Not yet produced: run `{command}`.*", ""]
+    how = f"documented command: `{command}`" if command else "no documented command"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return lines + [f"*`{path.name}` could not be read ({' '.join(str(err).split())}); {how}.*", ""]
+    recorded = data.get("command") if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+    lines += [f"Source: `docs/results/{path.name}`, produced by `{recorded}`." if recorded else
+              f"Source: `docs/results/{path.name}` (the JSON does not record its command; {how}).", ""]
+    if formatter is not None and isinstance(data, dict):
+        try:
+            return lines + formatter(data)
+        except Exception as err:  # noqa: BLE001 - an unexpected layout falls back to the generic table
+            lines += [f"*(the {path.name} layout was not the expected one: {type(err).__name__}: {err}; "
+                      "generic table below)*", ""]
+    return lines + generic_section(data)
+
+
+def render(results_dir) -> str:
+    """The whole RESULTS.md text for the JSON files in ``results_dir``."""
+    results_dir = pathlib.Path(results_dir)
+    known = {name for name, *_ in SECTIONS}
+    lines = ["# Results", "",
+             "Generated by `.venv/bin/python scripts/make_results.py` from the JSON files in `docs/results/` "
+             "(and the hand-written `<name>.notes.md` next to them, which interpret the numbers); do not edit by "
+             "hand: rerun the command under each section, then this script.", ""]
+    present = [name for name, *_ in SECTIONS if (results_dir / name).is_file()]
+    missing = [name for name, *_ in SECTIONS if name not in present]
+    others = sorted(p.name for p in results_dir.glob("*.json") if p.name not in known) if results_dir.is_dir() else []
+    lines += [f"Contents: {', '.join(present + others) or 'no results yet'}"
+              + (f"; not yet produced: {', '.join(missing)}" if missing else "") + ".", ""]
+    for name, title, command, explanation, formatter in SECTIONS:
+        lines += section(results_dir / name, title, command, explanation, formatter)
+    for name in others:
+        lines += section(results_dir / name, f"Other result: {name}", None,
+                         "A result file this page has no section for (add one to `SECTIONS` in "
+                         "`tf_facetex/evaluation/report.py`); its values are shown as they are.", None)
+    figures = sorted(p.name for p in results_dir.glob("*.png")) if results_dir.is_dir() else []
+    if figures:
+        lines += ["## Figures", ""] + [f"- [{name}](results/{name})" for name in figures] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def make_results(results_dir=DEFAULT_RESULTS, out=DEFAULT_OUT) -> pathlib.Path:
+    return io_utils.write_text(out, render(results_dir))  # atomic: temporary file, then rename
