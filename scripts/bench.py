@@ -33,6 +33,8 @@ come from the TF profiler (`tf_facetex.evaluation.flops`: multiply-add = 2 FLOPs
 they give the achieved GFLOP/s and GFLOP per CPU-second, compared with a tf.matmul benchmark of this machine run at
 the start and at the end (`add_fractions`: on a shared machine the per-CPU-second ratio is the one to trust).
 --network_timings also times each network alone (tf.function forward) at every batch size.
+Stage times come from the product's timing hook (`Reconstructor.set_timer`), the measuring tools from
+`tf_facetex.evaluation.speed`.
 The JSON is rewritten after every run ("partial": true until the end), so a killed run leaves what it measured.
 The load average is recorded before and after each run: on a shared machine, compare figures with it in mind.
 """
@@ -45,6 +47,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import app, flags  # noqa: E402
 
 from tf_facetex import cli  # noqa: E402
+from tf_facetex.evaluation.speed import (RssSampler, StageClock, add_fractions, load_average,  # noqa: E402
+                                         ru_maxrss_bytes, tf_allocator_stats, time_networks)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Write the result JSON here (atomically); it is printed either way.")
@@ -71,100 +75,6 @@ WEIGHTS_NOTE = ("no trained weights exist in this workplace: the regressor and t
                 "random initial weights; their speed does not depend on the weight values")
 
 
-def _load_avg():
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-class RssSampler:
-    """Peak resident set size between start() and stop(), sampled by a thread (psutil)."""
-
-    def __init__(self, interval=0.01):
-        import psutil
-
-        self.process = psutil.Process()
-        self.interval = interval
-        self.peak = 0
-        self._thread = None
-        self._stop = None
-
-    def start(self):
-        import threading
-
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-
-        def loop():
-            while not self._stop.wait(self.interval):
-                self.peak = max(self.peak, self.process.memory_info().rss)
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-        return self.peak
-
-
-def ru_maxrss_bytes():
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024   # Linux: KiB
-
-
-def tf_allocator_stats():
-    """Peak / current bytes of TF's allocator on each device, or why they are not available."""
-    import tensorflow as tf
-
-    out = {}
-    for device in tf.config.list_logical_devices():
-        try:
-            info = tf.config.experimental.get_memory_info(device.name.replace("/device:", ""))
-            out[device.name] = {"current_mb": round(info["current"] / 2**20, 1),
-                                "peak_mb": round(info["peak"] / 2**20, 1)}
-        except (ValueError, RuntimeError) as err:
-            out[device.name] = f"not available ({' '.join(str(err).split())})"
-    return out
-
-
-class _StageClock:
-    """Accumulates seconds per stage (wall, and process CPU time under '<stage>_cpu'); `wrap` times a callable."""
-
-    def __init__(self):
-        self.seconds = {}
-
-    def add(self, name, seconds):
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-    def wrap(self, name, function):
-        import time
-
-        def timed(*args, **kwargs):
-            start, cpu = time.perf_counter(), time.process_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.add(name, time.perf_counter() - start)
-                self.add(name + "_cpu", time.process_time() - cpu)
-
-        return timed
-
-
-class _TimedProxy:
-    """Calls go through a `_StageClock`; attributes are the target's (for the Reconstructor's prior / refiner)."""
-
-    def __init__(self, target, name, clock):
-        self._target, self._call = target, clock.wrap(name, target)
-
-    def __call__(self, *args, **kwargs):
-        return self._call(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._target, name)
-
-
 def load_photos(path):
     """-> (list of uint8 [H, W, 3] photos, description)."""
     import pathlib
@@ -183,23 +93,15 @@ def load_photos(path):
     return [skimage.data.astronaut()], ["skimage.data.astronaut() (in memory)"]
 
 
-def instrument(reconstructor, clock):
-    """Routes the reconstructor's prior, its coefficients, the refiner and the turntables through the clock."""
-    prior = reconstructor.prior
-    prior.coefficients = clock.wrap("prior", prior.coefficients)        # instance attribute: __call__ uses it
-    reconstructor.prior = _TimedProxy(prior, "prior_total", clock)
-    reconstructor.refiner = _TimedProxy(reconstructor.refiner, "refine", clock)
-    reconstructor._turntables = clock.wrap("turntable", reconstructor._turntables)
-
-
 def one_iteration(finder, reconstructor, photos, batch, write_dir, names):
     """Detect -> mask -> reconstruct (-> write) one batch; returns {stage: seconds} incl. 'total' and 'write'."""
     import time
 
     from tf_facetex import pipeline
 
-    clock = _StageClock()
-    reconstructor._bench_clock.seconds = {}
+    clock = StageClock()
+    inner = StageClock()
+    reconstructor.set_timer(inner.timer)        # the product's timing hook: prior, refine, turntable
     start, cpu_start = time.perf_counter(), time.process_time()
     faces, used = [], []
     for k in range(batch):
@@ -207,7 +109,7 @@ def one_iteration(finder, reconstructor, photos, batch, write_dir, names):
         t0 = time.perf_counter()
         face = finder.aligner.from_image(photo, name=names[k % len(names)])[0]
         t1 = time.perf_counter()
-        face.mask = finder._masker()(face.image, face.landmarks) * face.valid
+        face.mask = finder.face_masker()(face.image, face.landmarks) * face.valid
         clock.add("detect", t1 - t0)
         clock.add("mask", time.perf_counter() - t1)
         faces.append(face)
@@ -218,7 +120,7 @@ def one_iteration(finder, reconstructor, photos, batch, write_dir, names):
     total = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     seconds = dict(clock.seconds)
-    inner = reconstructor._bench_clock.seconds
+    inner = inner.seconds
     seconds["prior"] = inner.get("prior", 0.0)
     seconds["unwrap"] = inner.get("prior_total", 0.0) - inner.get("prior", 0.0)
     seconds["refine"] = inner.get("refine", 0.0)
@@ -241,7 +143,6 @@ def one_iteration(finder, reconstructor, photos, batch, write_dir, names):
 
 def build_reconstructor(variant, model):
     """-> (Reconstructor, description dict) for 'network' (random regressor + RefinementNet) or 'fit'."""
-    import numpy as np
 
     from tf_facetex import pipeline
 
@@ -278,12 +179,10 @@ def run_variant(variant, batch, repeats, model, finder, photos, names, flops):
     import time
 
     sampler = RssSampler()
-    load_before = _load_avg()
+    load_before = load_average()
     sampler.start()
     cpu0 = time.process_time()
     reconstructor, description = build_reconstructor(variant, model)
-    reconstructor._bench_clock = _StageClock()
-    instrument(reconstructor, reconstructor._bench_clock)
     with tempfile.TemporaryDirectory(prefix="bench_write_") as scratch:
         write_dir = scratch if FLAGS.write_outputs else None
         t0 = time.perf_counter()
@@ -306,7 +205,7 @@ def run_variant(variant, batch, repeats, model, finder, photos, names, flops):
         "cpu_s_all_iterations": round(cpu, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         "ru_maxrss_mb_so_far": round(ru_maxrss_bytes() / 2**20, 1),
-        "load_average_before": load_before, "load_average_after": _load_avg(),
+        "load_average_before": load_before, "load_average_after": load_average(),
     }
     if "write" in median:
         run["ms_per_image_write"] = round(1000.0 * median["write"] / batch, 2)
@@ -358,60 +257,6 @@ def count_network_flops():
     return out, nets
 
 
-def time_networks(nets, batches, repeats):
-    """Forward pass alone (tf.function, inference) at each batch size: ms/image and achieved GFLOP/s."""
-    import statistics
-    import time
-
-    import tensorflow as tf
-
-    rows = []
-    for name, (net, spec, _, flops) in nets.items():
-        for batch in batches:
-            inputs = tf.nest.map_structure(lambda s: tf.random.uniform([batch, *s.shape]), spec)
-            run = tf.function(lambda x: net(x, training=False), autograph=False)
-            load_before = _load_avg()
-            tf.nest.map_structure(lambda t: t.numpy(), run(inputs))
-            times, cpus = [], []
-            for _ in range(max(1, repeats)):
-                start, cpu = time.perf_counter(), time.process_time()
-                tf.nest.map_structure(lambda t: t.numpy(), run(inputs))
-                times.append(time.perf_counter() - start)
-                cpus.append(time.process_time() - cpu)
-            seconds, cpu_seconds = statistics.median(times), statistics.median(cpus)
-            row = {"network": name, "batch_size": batch, "ms_per_image": round(1000 * seconds / batch, 2),
-                   "images_per_s": round(batch / seconds, 3), "load_average_before": load_before,
-                   "load_average_after": _load_avg()}
-            if flops:
-                row.update(achieved_gflop_per_s=round(flops * batch / seconds / 1e9, 2),
-                           gflop_per_cpu_s=round(flops * batch / max(cpu_seconds, 1e-9) / 1e9, 2))
-            rows.append(row)
-    return rows
-
-
-def add_fractions(result, start, end):
-    """Achieved rates as fractions of the matmul benchmark, in wall time and in CPU time.
-
-    fraction_of_matmul: achieved GFLOP/s over the better (less disturbed) of the start and end matmul medians;
-    fraction_of_matmul_cpu: GFLOP per CPU-second over the matmul's GFLOP per CPU-second (median of both runs):
-    how efficiently the stage uses the CPU time it got, much less sensitive to other jobs on the machine.
-    """
-    wall = max(start["gflops_median"], end["gflops_median"])
-    per_cpu = 0.5 * (start["gflops_per_cpu_s"] + end["gflops_per_cpu_s"])
-    result["matmul_reference"] = {
-        "gflops": round(wall, 2), "gflops_per_cpu_s": round(per_cpu, 2),
-        "note": "fraction_of_matmul = achieved GFLOP/s / the better of the start and end matmul medians; "
-                "fraction_of_matmul_cpu = GFLOP per CPU-second / the matmul's (mean of start and end): the "
-                "CPU-time figure is the one to trust while other jobs share the cores"}
-    rows = [a for run in result.get("runs", []) for a in run.get("achieved", {}).values()]
-    rows += result.get("networks_alone", [])
-    for row in rows:
-        if "achieved_gflop_per_s" in row:
-            row["fraction_of_matmul"] = round(row["achieved_gflop_per_s"] / wall, 3)
-        if "gflop_per_cpu_s" in row:
-            row["fraction_of_matmul_cpu"] = round(row["gflop_per_cpu_s"] / per_cpu, 3)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -448,14 +293,14 @@ def main(argv):
         "machine": {"cpu_count": os.cpu_count(), "devices": [d.device_type for d in tf.config.list_physical_devices()],
                     "processor": platform.processor() or platform.machine(), "tensorflow": tf.__version__,
                     "keras": keras.__version__, "python": platform.python_version(),
-                    "load_average_start": _load_avg()},
+                    "load_average_start": load_average()},
     }
     photos, names = load_photos(FLAGS.images)
     result["input"] = {"images": names, "shapes": [list(p.shape) for p in photos],
                        "batches": "the photos cycled (replicated) to the batch size"}
     print(f"[bench] input: {', '.join(names)}; matmul benchmark ...", flush=True)
     matmul = matmul_gflops(FLAGS.matmul_size, FLAGS.matmul_repeats)
-    matmul["load_average"] = _load_avg()
+    matmul["load_average"] = load_average()
     result["matmul"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in matmul.items()}
     print(f"[bench] tf.matmul {FLAGS.matmul_size}^2: {matmul['gflops_median']:.1f} GFLOP/s (median), "
           f"{matmul['gflops_best']:.1f} best; counting FLOPs ...", flush=True)
@@ -473,7 +318,7 @@ def main(argv):
     plan = [("network", b, FLAGS.repeats) for b in sorted(batches)]
     plan[1:1] = [("fit", b, FLAGS.fit_repeats) for b in sorted(fit_batches)]   # small runs first: see ru_maxrss
     for variant, batch, repeats in plan:
-        print(f"[bench] {variant} batch {batch}: warm-up + {repeats} timed (load {_load_avg()}) ...", flush=True)
+        print(f"[bench] {variant} batch {batch}: warm-up + {repeats} timed (load {load_average()}) ...", flush=True)
         run = run_variant(variant, batch, repeats, model, finder, photos, names, flops)
         runs.append(run)
         result["runs"] = runs
@@ -492,10 +337,10 @@ def main(argv):
                                 "and timed iterations); ru_maxrss: the process-wide peak (runs in listed order)"}
     print("[bench] matmul benchmark again ...", flush=True)
     again = matmul_gflops(FLAGS.matmul_size, FLAGS.matmul_repeats)
-    again["load_average"] = _load_avg()
+    again["load_average"] = load_average()
     result["matmul_end"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in again.items()}
     add_fractions(result, matmul, again)
-    result["machine"]["load_average_end"] = _load_avg()
+    result["machine"]["load_average_end"] = load_average()
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(result, indent=1)
     print(text)

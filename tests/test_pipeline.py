@@ -388,3 +388,19 @@ def test_network_refiner_restores_the_generator_of_a_training_checkpoint(tmp_pat
         pipeline.load_refinement_net(tmp_path, log=lambda *_: None)
     with pytest.raises(AssetError, match="not a training run"):
         pipeline.load_refinement_net(tmp_path / "nothing", log=lambda *_: None)
+
+
+def test_timing_hook_times_each_stage_without_changing_the_result(reconstructor, synthetic, results):
+    from tf_facetex.evaluation.speed import StageClock
+
+    clock = StageClock()
+    reconstructor.set_timer(clock.timer)
+    try:
+        timed = reconstructor.reconstruct(aligned_faces(synthetic))   # the fixture's batch: no new compilation
+    finally:
+        reconstructor.set_timer(type(reconstructor).timer)
+    stages = {name for name in clock.seconds if not name.endswith("_cpu")}
+    assert {"prior", "prior_total", "refine", "turntable"} <= stages
+    assert 0.0 < clock.seconds["prior"] <= clock.seconds["prior_total"]
+    for again, first in zip(timed, results):
+        np.testing.assert_allclose(again.albedo_uv, first.albedo_uv, atol=1e-4)

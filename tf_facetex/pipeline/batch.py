@@ -42,7 +42,8 @@ class FaceFinder:
         self.masker = None if isinstance(masker, str) else masker
         self.log = log
 
-    def _masker(self):
+    def face_masker(self):
+        """The face masker, built on first use (the parsing network loads TensorFlow)."""
         if self.masker is None:
             # Lazy: the parsing network's loader imports TensorFlow / Keras (seconds); an input without a face is
             # rejected before that.
@@ -54,7 +55,7 @@ class FaceFinder:
     def from_image(self, image, name="<image>"):
         """uint8 [H, W, 3] -> list of `AlignedFace` with masks (largest first). Raises NoFaceError."""
         faces = self.aligner.from_image(image, name=name)
-        masker = self._masker()
+        masker = self.face_masker()
         for face in faces:
             face.mask = masker(face.image, face.landmarks) * face.valid
         return faces

@@ -2,6 +2,7 @@
 re-render of any albedo under any light and pose (relighting, turntables). Data flow: docs/ARCHITECTURE.md."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import List, Sequence
 
@@ -94,6 +95,15 @@ class Reconstructor:
         self.decoder = self.prior.decoder
         self.layout = self.prior.layout
 
+    # Timing hook (scripts/bench.py): ``timer(stage)`` is a context manager around 'prior_total' (the whole prior),
+    # 'refine' and 'turntable'; the prior's own coefficients run under its 'prior'.
+    timer = staticmethod(lambda stage: contextlib.nullcontext())
+
+    def set_timer(self, timer):
+        """Times the stages with ``timer(stage) -> context manager`` (e.g. `evaluation.speed.StageClock.timer`)."""
+        self.timer = timer
+        self.prior.timer = timer
+
     def use_refiner(self, refiner: Refiner):
         """Replaces the detail stage (e.g. a `NetworkRefiner` built on this reconstructor's `renderer.uv_mask`)."""
         if refiner.uv_size and refiner.uv_size != self.config.uv_size:
@@ -117,8 +127,10 @@ class Reconstructor:
         images = np.stack([face.image for face in faces]).astype(np.float32) / 255.0
         landmarks = np.stack([face.landmarks for face in faces]).astype(np.float32)
         masks = np.stack([(face.mask if face.mask is not None else face.valid) for face in faces])[..., None]
-        prior_out = self.prior(images, landmarks, masks.astype(np.float32))
-        refined = self.refiner(prior_out)
+        with self.timer("prior_total"):
+            prior_out = self.prior(images, landmarks, masks.astype(np.float32))
+        with self.timer("refine"):
+            refined = self.refiner(prior_out)
         albedo_uv, light_uv = refined["albedo_uv"], refined["light_uv"]
         posed = prior_out["posed_vertices"]
         raster = self.renderer.rasterize(posed)
@@ -135,7 +147,10 @@ class Reconstructor:
             "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
         }
         posed_normals = self.renderer.vertex_normals(posed)
-        turntables = self._turntables(prior_out["coeffs"], albedo_uv) if self.config.turntable_yaws else None
+        turntables = None
+        if self.config.turntable_yaws:
+            with self.timer("turntable"):
+                turntables = self._turntables(prior_out["coeffs"], albedo_uv)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
         # ~7x slower at batch 16, scripts/bench.py).
         psnr = {name: _numpy(value) for name, value in psnr.items()}

@@ -6,6 +6,7 @@ visibility, the prior albedo rasterised into UV, the camera-frame normal map and
 The output dict uses the keys of `tf_facetex.prior.samples` (plus diagnostics), so it can be written once per
 image as refinement-sample TFRecords (`write_refinement_samples`) and training never rasterises again.
 """
+import contextlib
 import dataclasses
 import pathlib
 
@@ -42,6 +43,9 @@ class PriorModule:
       regressor: a `PriorRegressor` (required for mode 'regressor').
       renderer: a `FaceRenderer` at (image_size, uv_size); built when None.
     """
+
+    # Timing hook (benchmarks): ``timer(stage)`` is a context manager; the coefficients run under 'prior'.
+    timer = staticmethod(lambda stage: contextlib.nullcontext())
 
     def __init__(self, model, config: PriorConfig = PriorConfig(), regressor=None, renderer=None):
         if config.mode not in ("fit", "regressor"):
@@ -106,7 +110,8 @@ class PriorModule:
           mask, 'landmark_error' / 'photometric_error' [B] when fitted, 'posed_vertices' [B, N, 3].
         """
         images = tf.convert_to_tensor(images, tf.float32)
-        coeffs, tone, diagnostics, geometry = self.coefficients(images, landmarks, masks)
+        with self.timer("prior"):
+            coeffs, tone, diagnostics, geometry = self.coefficients(images, landmarks, masks)
         decoded = self.decoder.pose(tf.constant(coeffs))
         parts = decoded["parts"]
         if geometry is None:
