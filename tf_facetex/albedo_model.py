@@ -524,20 +524,14 @@ REFERENCE_SHADING = sh.AMBIENT_DC * float(sh.LAMBERTIAN_FACTORS[0])   # the ambi
 
 # ------------------------------------------------------------------------------------------- lighting (numpy)
 def sh_basis(normals):
-    """numpy `tf_facetex.sh.sh_basis` (Deng's Lambertian-folded basis): [..., 3] -> [..., 9]."""
-    normals = np.asarray(normals, np.float64)
-    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
-    monomials = np.stack([np.ones_like(x), -y, z, -x, x * y, -y * z, 3 * z * z - 1, -x * z, x * x - y * y], -1)
-    return monomials * sh.LAMBERTIAN_FACTORS
+    """`tf_facetex.sh.sh_basis` on numpy arrays (Deng's Lambertian-folded basis): [..., 3] -> float64 [..., 9]."""
+    return np.asarray(sh.sh_basis(np.asarray(normals, np.float32)), np.float64)
 
 
 def sh_shading(normals, gamma):
-    """numpy `tf_facetex.sh.shading`: normals [..., 3], gamma [..., 27] broadcastable against ``normals[..., :1]``
-    (Deng's layout, ambient not included) -> [..., 3] shading with the ambient 0.8 on the DC terms."""
-    gamma = np.asarray(gamma, np.float64).copy()
-    gamma[..., 0::sh.NUM_BASIS] += sh.AMBIENT_DC
-    gamma = gamma.reshape(gamma.shape[:-1] + (3, sh.NUM_BASIS))
-    return np.einsum("...k,...ck->...c", sh_basis(normals), gamma)
+    """`tf_facetex.sh.shading` on numpy arrays: normals [..., 3], gamma [..., 27] broadcastable against
+    ``normals[..., :1]`` (Deng's layout, ambient not included) -> float64 [..., 3] shading (ambient 0.8 on DC)."""
+    return np.asarray(sh.shading(np.asarray(normals, np.float32), np.asarray(gamma, np.float32)), np.float64)
 
 
 def frontal_normals_uv(renderer, model):
