@@ -56,11 +56,6 @@ def rigid_transform(vertices, angles, translation):
     return tf.einsum("bij,bnj->bni", rotation, vertices) + translation[:, None, :]
 
 
-def rotate_vectors(vectors, angles):
-    """Rotates direction vectors (e.g. normals): [B, N, 3], [B, 3] -> [B, N, 3]."""
-    return tf.einsum("bij,bnj->bni", rotation_matrix(angles), vectors)
-
-
 def world_to_camera(points):
     """World (y up, camera at z=+10 looking at -z) -> camera frame of tfg (x right, y down, z forward).
 

@@ -107,12 +107,6 @@ def shade(albedo, normals, sh_coeffs):
     return albedo * shading(normals, sh_coeffs)
 
 
-def monochrome_coeffs(coeffs9):
-    """Replicates 9 grey SH coefficients to the 27-coefficient RGB layout: [..., 9] -> [..., 27]."""
-    coeffs9 = tf.convert_to_tensor(coeffs9, tf.float32)
-    return tf.concat([coeffs9, coeffs9, coeffs9], axis=-1)
-
-
 def project_irradiance_to_sh(directions, radiance, solid_angles):
     """Projects an environment's radiance onto Deng's 27 coefficients (for relighting).
 

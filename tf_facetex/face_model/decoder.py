@@ -4,12 +4,10 @@ Coefficient vector (Deng et al. 2019 order, sizes read from the model, never har
 ``[id (I), exp (E), tex (T), angles (3), gamma (27), translation (3)]`` -> 257 for BFM (80/64/80).
 """
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_facetex import camera, geometry
 from tf_facetex.face_model.model import NUM_SH_COEFFS, MorphableModel
-
 
 
 def is_blendshape_model(model: MorphableModel) -> bool:
@@ -135,8 +133,3 @@ class FaceDecoder(keras.layers.Layer):
         config = super().get_config()
         config["face_model"] = self.face_model.source
         return config
-
-
-def mean_coefficients(layout: CoefficientLayout, batch: int = 1) -> np.ndarray:
-    """[batch, C] zeros: the mean face, frontal, centred, with the ambient-only light."""
-    return np.zeros((batch, layout.size), np.float32)

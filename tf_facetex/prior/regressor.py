@@ -112,10 +112,6 @@ class PriorRegressor(keras.Model):
                 "image_size": self.image_size}
 
 
-def count_parameters(model: keras.Model) -> int:
-    return int(sum(np.prod(w.shape) for w in model.weights))
-
-
 def build_regressor(model, backbone="resnet50", image_size=CROP_SIZE) -> PriorRegressor:
     """An untrained `PriorRegressor` for ``model`` with its weights created (ready to load or export)."""
     regressor = PriorRegressor.for_model(model, backbone=backbone, image_size=image_size)
