@@ -404,3 +404,20 @@ def test_white_prior_ablation_ignores_the_prior_input(batch):
     trainer = FaceTexTrainer(normal, AlbedoDiscriminator(ndf=8, n_layers=2), toy_data.toy_uv_mask(SIZE))
     assert not np.allclose(trainer.forward(batch, training=False)["albedo"].numpy(),
                            trainer.forward(other_prior, training=False)["albedo"].numpy(), atol=1e-6)
+
+
+def test_evaluation_fills_unseen_texels_as_the_product_does(batch):
+    # What the trainer evaluates is what `NetworkRefiner` (pipeline, evaluation, exports) computes at inference.
+    from tf_facetex.refinement.network import refine_with_network, unseen_noise
+
+    trainer = tiny_trainer()
+    outputs = trainer.forward(batch, training=False)
+    albedo, light = refine_with_network(trainer.generator, batch["texture_uv"], batch["visibility_uv"],
+                                        batch["prior_albedo_uv"], trainer.uv_mask, unseen_noise(SIZE))
+    np.testing.assert_allclose((outputs["albedo"] * trainer.uv_mask).numpy(), albedo.numpy(), atol=1e-6)
+    np.testing.assert_allclose((outputs["light"] * trainer.uv_mask).numpy(), light.numpy(), atol=1e-5)
+    # ... and training still draws fresh noise on the unseen texels.
+    first = trainer.generator_inputs(batch, training=True)["texture_uv"]
+    second = trainer.generator_inputs(batch, training=True)["texture_uv"]
+    unseen = (1.0 - batch["visibility_uv"]) * trainer.uv_mask
+    assert float(tf.reduce_max(tf.abs(first - second) * unseen)) > 0.1

@@ -38,14 +38,12 @@ from tf_facetex.errors import TrainingError
 from tf_facetex.losses import (LossOptions, LossWeights, cross_perceptual_loss, gan_discriminator_loss,
                                gan_generator_loss, roll_batch, weighted_total)
 from tf_facetex.networks import fill_unseen_with_noise
-from tf_facetex.refinement.network import UNSEEN_NOISE_SEED
+from tf_facetex.refinement.network import unseen_noise
 from tf_facetex.refinement.objective import render_from_lookup, uv_terms
 from tf_facetex.training.distribute import num_replicas_in_context
 from tf_facetex.training.schedule import scheduled_weights
 
 ILLUMINATION_MASKS = ("uv", "visibility")
-# Evaluation fills unseen texels with noise from the product's fixed seed every time: comparable numbers.
-EVAL_NOISE_SEED = UNSEEN_NOISE_SEED
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -95,6 +93,8 @@ class FaceTexTrainer(keras.Model):
         self.noise_mean = float(noise_mean)
         self.noise_stddev = float(noise_stddev)
         self.cross_shift = int(cross_shift)
+        # The fixed unseen-texel fill of evaluation and inference (N(0, 1) by default: the product's exactly).
+        self.eval_noise = self.noise_mean + self.noise_stddev * unseen_noise(int(self.uv_mask.shape[0]))
         # Steps completed and the current epoch: checkpointed, and read by the schedules inside the step. Only the
         # first replica's update counts (they all agree).
         self.step = keras.Variable(0, dtype="int64", trainable=False, aggregation="only_first_replica", name="step")
@@ -149,10 +149,15 @@ class FaceTexTrainer(keras.Model):
     # -- Pieces of a step (pure given the nets; scripts/bench_train.py times them one by one) ---------------------
 
     def generator_inputs(self, batch, training=True):
-        """{'texture_uv' noise-filled, 'prior_albedo_uv', 'uv_mask'}; fresh noise when training, fixed otherwise."""
-        seed = None if training else tf.constant(EVAL_NOISE_SEED, tf.int32)
-        texture = fill_unseen_with_noise(batch["texture_uv"], batch["visibility_uv"], self.uv_mask, seed=seed,
-                                         mean=self.noise_mean, stddev=self.noise_stddev)
+        """{'texture_uv' noise-filled, 'prior_albedo_uv', 'uv_mask'}: fresh noise when training; otherwise the
+        product's fixed draw (`refinement.network.unseen_noise`, scaled by the trainer's noise statistics), filled
+        as `refine_with_network` fills it, so that the evaluation sees what inference sees."""
+        if training:
+            texture = fill_unseen_with_noise(batch["texture_uv"], batch["visibility_uv"], self.uv_mask,
+                                             mean=self.noise_mean, stddev=self.noise_stddev)
+        else:
+            seen = tf.cast(batch["visibility_uv"], tf.float32)
+            texture = (seen * tf.cast(batch["texture_uv"], tf.float32) + (1.0 - seen) * self.eval_noise) * self.uv_mask
         return {"texture_uv": texture, "prior_albedo_uv": batch["prior_albedo_uv"], "uv_mask": self.uv_mask}
 
     def forward(self, batch, training=True):
