@@ -94,6 +94,7 @@ def disc_lights_environment(ambient, lights, height=ENV_SAMPLE_HEIGHT):
 # ----------------------------------------------------------------------------------------------- SH helpers
 def shading_of(gamma, normals):
     """Shading (no albedo) of unit normals under a light: [27], [..., 3] -> [..., 3] (numpy, ambient included)."""
+    # Lazy here and below: `sh` imports TensorFlow, and scripts read the preset names before it should load.
     from tf_facetex import sh
 
     normals = np.asarray(normals, np.float32)

@@ -9,6 +9,7 @@ Nothing ever falls back to a made-up model.
 """
 import os
 import pathlib
+import shutil
 import subprocess
 import tarfile
 
@@ -114,7 +115,6 @@ def _unpack_ict(archive: pathlib.Path, log) -> pathlib.Path:
         raise AssetError(f"{archive}: no ICT-FaceKit folder (FaceXModel/generic_neutral_mesh.obj) inside")
     final = target / "ICT-FaceKit"
     if final.exists():
-        import shutil
         shutil.rmtree(final)
     found[0].rename(final)  # rename is atomic: a killed unpack never leaves a half folder in place
     staging.rmdir() if not any(staging.iterdir()) else None

@@ -51,6 +51,7 @@ def splat_render(vertices, normals, albedo, size=CROP_SIZE, light=PREVIEW_LIGHT,
     Returns:
       [size, size, 3] uint8.
     """
+    # Lazy: the figure helpers above are numpy / OpenCV only; TensorFlow loads when a face is rendered.
     import tensorflow as tf
 
     from tf_facetex import camera, sh

@@ -20,6 +20,8 @@ import pathlib
 
 import numpy as np
 
+from tf_facetex import io_utils
+
 DECIMETRES_TO_METRES = 0.1
 MATERIAL_NAME = "face_albedo"
 
@@ -141,7 +143,6 @@ def write_textured_obj(folder, mesh: TexturedMesh, texture, stem="mesh", texture
     Returns:
       {'obj': path, 'mtl': path, 'texture': path}.
     """
-    from tf_facetex import io_utils
 
     folder = pathlib.Path(folder)
     if uv_mask is not None:
