@@ -18,7 +18,8 @@ from tf_facetex import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively; .jpg .jpeg .png "
-                    ".webp .bmp).")
+                    ".webp .bmp .gif (first frame) .tif .tiff). Entries that are not photos are listed in errors.json; "
+                    "an --output_dir inside the folder is left out.")
 flags.DEFINE_string("output_dir", None, "Output folder; one sub-folder per face, plus index.html and errors.json.")
 flags.DEFINE_string("checkpoint", None, "Trained refinement network: a scripts/train.py run folder (run_config.json "
                     "+ checkpoints/), its checkpoints/ folder or a checkpoint prefix. Default: no network, the "
@@ -54,6 +55,7 @@ def main(argv):
 
     from tf_facetex import pipeline
     from tf_facetex.errors import FaceTexError
+    from tf_facetex.inputs import list_inputs
     from tf_facetex.lighting_presets import PRESET_NAMES
 
     if not FLAGS.input or not FLAGS.output_dir:
@@ -68,8 +70,10 @@ def main(argv):
         raise FaceTexError(f"--turntable_light must be one of {', '.join(PRESET_NAMES)}")
     if FLAGS.fit_steps < 1 or FLAGS.batch_size < 1 or (FLAGS.uv_size is not None and FLAGS.uv_size < 16):
         raise FaceTexError("--fit_steps and --batch_size must be >= 1 and --uv_size >= 16")
-    inputs = pipeline.resolve_inputs(FLAGS.input, recursive=FLAGS.recursive)
+    listing = list_inputs(FLAGS.input, recursive=FLAGS.recursive, output_dir=FLAGS.output_dir)
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
+    for note in listing.notes:
+        print(f"[reconstruct] {note}")
     preprocessor = pipeline.FaceFinder(detector=FLAGS.detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
 
     def make_reconstructor():
@@ -100,18 +104,19 @@ def main(argv):
         return reconstructor
 
     summary = pipeline.reconstruct_inputs(
-        inputs, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
+        listing.files, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
         options=pipeline.OutputOptions(mesh_pose=FLAGS.mesh_pose), all_faces=FLAGS.all_faces,
-        progress=FLAGS.progress, verbose=FLAGS.verbose)
+        progress=FLAGS.progress, verbose=FLAGS.verbose, skipped=listing.skipped)
     for output in summary.outputs:
         metrics = output["metrics"]
         print(f"  {output['folder']}/  R(A',L') {metrics['detailed_psnr_db']:.2f} dB, R(A',L) "
               f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)")
     for error in summary.errors:
-        print(f"  failed: {error['error']}")
+        print(f"  {'skipped' if error.get('skipped') else 'failed'}: {error['error']}")
+    skipped = f", {summary.skipped} entries skipped" if summary.skipped else ""
     print(f"[reconstruct] {len(summary.outputs)} face(s) from {summary.inputs - summary.failed_inputs}/"
-          f"{summary.inputs} input(s) in {summary.seconds:.1f} s -> {out_dir}/ (contact sheet: {out_dir}/index.html"
-          + (f"; errors: {out_dir}/errors.json" if summary.errors else "") + ")")
+          f"{summary.inputs} input(s){skipped} in {summary.seconds:.1f} s -> {out_dir}/ (contact sheet: "
+          f"{out_dir}/index.html" + (f"; errors: {out_dir}/errors.json" if summary.errors else "") + ")")
     if summary.all_failed:
         raise FaceTexError(f"all {summary.inputs} input(s) failed (listed in {out_dir}/errors.json)")
 

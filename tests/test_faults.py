@@ -210,3 +210,106 @@ def test_resume_drops_metrics_logged_after_the_restored_step(toy32, tmp_path):
     resumed = train(dataclasses.replace(config, resume=True, max_steps=6), log=lambda *_: None)
     assert resumed.step == 6
     assert metric_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+
+# ================================================================================================ inputs and outputs
+def grey_photo(path, fmt=None, size=(160, 200)):
+    """A photo without a face (every detector finds none), in any format Pillow writes."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), 120, np.uint8)).save(path, format=fmt)
+    return path
+
+
+def fake_result_folder(folder):
+    """What a finished reconstruction folder looks like to a file lister (images + coefficients.json)."""
+    for name in ("aligned.png", "albedo.png", "render_detailed.png", "overlay.jpg", "thumbnail.jpg"):
+        grey_photo(folder / name)
+    io_utils.write_json(folder / "coefficients.json", {"metrics": {}})
+
+
+def test_output_dir_inside_the_input_is_never_read_as_input(tmp_path):
+    photos = tmp_path / "photos"
+    grey_photo(photos / "landscape.png")
+    out = photos / "out"
+    fake_result_folder(out / "earlier")   # a previous run's results inside the input folder
+    result = run_script("reconstruct", f"--input={photos}", f"--output_dir={out}", "--noprogress")
+    assert_one_line_error(result, "all 1 input(s) failed")
+    errors = json.loads((out / "errors.json").read_text())
+    assert [pathlib.Path(e["input"]).name for e in errors if not e.get("skipped")] == ["landscape.png"], errors
+    assert f"skipping {out}" in result.stdout and "output folder" in result.stdout, result.stdout
+    assert (out / "earlier" / "albedo.png").is_file()   # and nothing of it was touched
+
+
+def test_folder_run_accounts_for_every_entry(tmp_path):
+    """GIF and TIFF are photos like the others; a sub-folder named like an image, a broken symlink and a text file
+    are each listed (errors.json and the count) instead of vanishing."""
+    photos = tmp_path / "photos"
+    grey_photo(photos / "landscape.png")
+    grey_photo(photos / "animation.gif", "GIF")
+    grey_photo(photos / "scan.tiff", "TIFF")
+    (photos / "folder.jpg").mkdir()
+    (photos / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (photos / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    result = run_script("reconstruct", f"--input={photos}", f"--output_dir={out}", "--noprogress")
+    assert_one_line_error(result, "all 3 input(s) failed")
+    errors = {pathlib.Path(e["input"]).name: e for e in json.loads((out / "errors.json").read_text())}
+    assert sorted(errors) == ["animation.gif", "folder.jpg", "gone.png", "landscape.png", "notes.txt", "scan.tiff"]
+    for name in ("animation.gif", "scan.tiff", "landscape.png"):
+        assert "no face found" in errors[name]["error"], errors[name]   # decoded and searched, like a .png
+    assert "folder" in errors["folder.jpg"]["error"] and errors["folder.jpg"]["skipped"]
+    assert "broken symbolic link" in errors["gone.png"]["error"] and errors["gone.png"]["skipped"]
+    assert "not an image" in errors["notes.txt"]["error"] and errors["notes.txt"]["skipped"]
+    assert "0/3 input(s)" in result.stdout and "3 entries skipped" in result.stdout, result.stdout
+
+
+def test_output_dir_that_is_a_regular_file(tmp_path):
+    grey_photo(tmp_path / "landscape.png")
+    target = tmp_path / "results"
+    target.write_text("my notes")
+    result = run_script("reconstruct", f"--input={tmp_path / 'landscape.png'}", f"--output_dir={target}")
+    assert_one_line_error(result, f"{target}", "is a file, not a folder")
+    assert target.read_text() == "my notes"
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_partial_folders_are_removed_only_ours_only_stale(tmp_path):
+    import socket
+
+    host = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())
+    out = tmp_path / "out"
+    old = time.time() - 3 * 3600
+
+    def partial(name, files=("albedo.png",), age=None, subfolder=False):
+        folder = out / name
+        folder.mkdir(parents=True)
+        for file in files:
+            (folder / file).write_bytes(b"half")
+        if subfolder:
+            (folder / "inner").mkdir()
+        if age is not None:
+            for path in [*folder.iterdir(), folder]:
+                os.utime(path, (age, age))
+        return folder
+
+    stale_killed = partial(f".face.{dead_pid()}@{host}.k1x2y3z4.partial")      # its writer is dead
+    stale_old = partial(".face.abc_1234.partial", age=old)                    # old format, hours old
+    live = partial(f".face.{os.getpid()}@{host}.a1b2c3d4.partial")            # a running writer: kept
+    fresh = partial(".face.xyz_9876.partial")                                 # recent: maybe a running run
+    not_ours = partial(".face.nested_01.partial", age=old, subfolder=True)    # has a sub-folder: not a staging dir
+    user_hidden = partial(".my_notes", age=old)
+    grey_photo(tmp_path / "landscape.png")
+    result = run_script("reconstruct", f"--input={tmp_path / 'landscape.png'}", f"--output_dir={out}",
+                        "--noprogress")
+    assert_one_line_error(result, "all 1 input(s) failed")
+    assert not stale_killed.exists() and not stale_old.exists()
+    for kept in (live, fresh, not_ours, user_hidden):
+        assert kept.exists(), kept
+    assert "removed 2 stale" in result.stdout, result.stdout

@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 import traceback
 from typing import Callable, List, Optional, Sequence
@@ -641,33 +640,20 @@ class FaceFinder:
         return faces
 
 
-def resolve_inputs(path, recursive=True) -> List[pathlib.Path]:
-    """An image file or a folder of them -> sorted image paths. FaceTexError when there is nothing to do."""
-    from tf_facetex.data.datasets import list_image_files
-    from tf_facetex.data.images import IMAGE_EXTENSIONS
+def resolve_inputs(path, recursive=True, output_dir=None) -> List[pathlib.Path]:
+    """An image file or a folder of them -> sorted image paths (`tf_facetex.inputs.list_inputs`, which also says
+    what it skipped and why). FaceTexError when there is nothing to do."""
+    from tf_facetex.inputs import list_inputs
 
-    path = pathlib.Path(path).expanduser()
-    if path.is_dir():
-        files = list_image_files(path, recursive=recursive)
-        if not files:
-            raise FaceTexError(f"{path}: no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        return files
-    if path.is_file():
-        return [path]
-    raise FaceTexError(f"{path}: no such file or folder")
+    return list_inputs(path, recursive=recursive, output_dir=output_dir).files
 
 
 def check_output_dir(path) -> pathlib.Path:
-    """Creates the output folder if needed and proves it is writable (a probe file), before any work is done."""
-    path = pathlib.Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=path)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise FaceTexError(f"{path}: output folder is not writable ({err.strerror or err})") from err
-    return path
+    """Creates the output folder if needed and proves it is writable, before any work is done
+    (`io_utils.ensure_output_dir`)."""
+    from tf_facetex import io_utils
+
+    return io_utils.ensure_output_dir(path)
 
 
 def folder_names(paths: Sequence[pathlib.Path]) -> dict:
@@ -722,7 +708,12 @@ class RunSummary:
 
     @property
     def failed_inputs(self) -> int:
-        return len({error["input"] for error in self.errors})
+        return len({error["input"] for error in self.errors if not error.get("skipped")})
+
+    @property
+    def skipped(self) -> int:
+        """Entries of the input folder that were not photos (`tf_facetex.inputs`), listed in errors.json."""
+        return sum(1 for error in self.errors if error.get("skipped"))
 
     @property
     def all_failed(self) -> bool:
@@ -738,7 +729,7 @@ def _error_text(err, verbose=False):
 
 def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], Reconstructor], preprocessor,
                        batch_size=1, options: OutputOptions = OutputOptions(), all_faces=False, progress=True,
-                       log=print, verbose=False, run_info=None) -> RunSummary:
+                       log=print, verbose=False, run_info=None, skipped=()) -> RunSummary:
     """Reconstructs every face of every input image into ``out_dir/<stem>[_face<k>]/``.
 
     Args:
@@ -749,6 +740,8 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], Reconst
       preprocessor: a `FaceFinder` or `FacePreprocessor` (detect, 68 landmarks, align, mask).
       batch_size: faces per reconstruction batch.
       all_faces: every face of a photo (folders get ``_face<k>``), else the largest.
+      skipped: records of input entries that were not photos (`tf_facetex.inputs.InputListing.skipped`); they go
+        into errors.json, not into the input count.
     A failing input (unreadable, no face, ...) is recorded and the run goes on; a face folder appears only when it
     is complete (written as ``.<name>.*.partial`` and renamed). ``errors.json`` and ``index.html`` are rewritten
     at the end. Returns a `RunSummary`.
@@ -761,6 +754,8 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], Reconst
     start = time.perf_counter()
     out_dir = pathlib.Path(out_dir)
     summary = RunSummary(out_dir=out_dir, inputs=len(inputs))
+    summary.errors.extend(dict(record) for record in skipped)
+    io_utils.remove_stale_staging(out_dir, log=log)   # what a killed run left (only its staging folders)
     names = folder_names(inputs)
     reconstructor = None
     pending = []   # (path, photo, face)
@@ -785,7 +780,7 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], Reconst
             name = names[path] + (f"_face{face.face_index}" if all_faces else "")
             staging = None
             try:
-                staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
+                staging = io_utils.make_staging_dir(out_dir, name)
                 write_face_outputs(result, staging, reconstructor.model, reconstructor.layout, photo, path,
                                    reconstructor.uv_mask, options,
                                    info={"pipeline": reconstructor.describe(), **(run_info or {})})

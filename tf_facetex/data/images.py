@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tf_facetex.errors import ImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")   # GIF: the first frame
 MIN_SIDE = 32            # px; smaller images cannot hold a face worth reconstructing
 MAX_PIXELS = 50_000_000  # 50 MP; refuse larger headers before decoding (memory safety)
 
