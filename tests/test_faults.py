@@ -36,7 +36,7 @@ def run_script(name, *args, timeout=300):
 
 
 def assert_one_line_error(result, *phrases):
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert result.returncode == 2, (result.args[2:], result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: "), result.stderr[-2000:]
@@ -313,3 +313,132 @@ def test_stale_partial_folders_are_removed_only_ours_only_stale(tmp_path):
     for kept in (live, fresh, not_ours, user_hidden):
         assert kept.exists(), kept
     assert "removed 2 stale" in result.stdout, result.stdout
+
+
+# ================================================================================================ relight
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory, tiny_model):
+    """A minimal reconstruction folder of the procedural test model (mean face, frontal, grey albedo)."""
+    from tf_facetex.face_model import CoefficientLayout
+
+    root = tmp_path_factory.mktemp("relight")
+    model_file = root / "procedural.npz"
+    tiny_model.save(model_file)
+    folder = root / "face"
+    layout = CoefficientLayout.for_model(tiny_model)
+    record = {"face_model": {"name": tiny_model.name},
+              "coefficients": {name: [0.0] * size for name, size in layout.sizes.items()},
+              "alignment": {"crop_size": 64}}
+    io_utils.write_image(folder / "albedo.png", np.full((32, 32, 3), 150, np.uint8))
+    io_utils.write_npy(folder / "illumination.npy", np.zeros((32, 32, 27), np.float32))
+    io_utils.write_json(folder / "coefficients.json", record)
+    return {"folder": folder, "model": model_file, "record": record}
+
+
+def copy_folder(face_folder, tmp_path):
+    folder = tmp_path / "face"
+    shutil.copytree(face_folder["folder"], folder)
+    return folder
+
+
+def run_all(commands, timeout=120):
+    """Runs script invocations concurrently (each is a fresh process, as a user runs it)."""
+    procs = [subprocess.Popen([sys.executable, str(REPO / "scripts" / f"{name}.py"), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO, env=ENV) for name, *args in commands]
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return results
+
+
+RELIGHT_BAD_NUMBERS = [("--light_scale=nan", "--light_scale=nan: must be a finite number >= 0"),
+                       ("--light_scale=inf", "--light_scale=inf: must be a finite number"),
+                       ("--light_scale=-1", "--light_scale=-1.0: must be >= 0"),
+                       ("--yaw=nan", "--yaw=nan: must be a finite number"),
+                       ("--pitch=inf", "--pitch=inf: must be a finite number"),
+                       ("--roll=-inf", "--roll=-inf: must be a finite number"),
+                       ("--background=nan", "--background=nan: must be a finite number >= 0 and <= 1"),
+                       ("--background=1.5", "--background=1.5: must be >= 0, <= 1"),
+                       ("--size=0", "--size must be between 16 and 4096")]
+
+
+def test_relight_refuses_non_finite_or_out_of_range_numbers(face_folder, tmp_path):
+    folder = copy_folder(face_folder, tmp_path)
+    out = tmp_path / "relit.png"
+    results = run_all([("relight", f"--reconstruction={folder}", f"--out={out}", flag)
+                       for flag, _ in RELIGHT_BAD_NUMBERS])
+    for (flag, message), result in zip(RELIGHT_BAD_NUMBERS, results):
+        assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+def test_relight_files_with_nan_inf_or_damage_get_precise_messages(face_folder, tmp_path):
+    folder = copy_folder(face_folder, tmp_path)
+    light = tmp_path / "light.json"
+    light.write_text("[0.5, 0.1, NaN" + ", 0.0" * 24 + "]")              # Python's json reads NaN
+    light_inf = tmp_path / "light_inf.json"
+    light_inf.write_text("[1, 2, 3, 4, 5, 6, 7, Infinity, 9]")
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps([0.1] * 26))
+    bad_coeffs = tmp_path / "bad_coeffs"
+    shutil.copytree(folder, bad_coeffs)
+    record = json.loads((bad_coeffs / "coefficients.json").read_text())
+    record["coefficients"]["angles"][1] = float("nan")
+    (bad_coeffs / "coefficients.json").write_text(json.dumps(record))
+    nan_light = tmp_path / "nan_light"
+    shutil.copytree(folder, nan_light)
+    light_map = np.zeros((32, 32, 27), np.float32)
+    light_map[3, 4, 5] = np.inf
+    np.save(nan_light / "illumination.npy", light_map)
+    corrupt = tmp_path / "corrupt_light"
+    shutil.copytree(folder, corrupt)
+    (corrupt / "illumination.npy").write_bytes((corrupt / "illumination.npy").read_bytes()[:200])
+    out = tmp_path / "relit.png"
+    cases = [((f"--reconstruction={folder}", f"--light={light}"), ("R2 = nan", "must be finite")),
+             ((f"--reconstruction={folder}", f"--light={light_inf}"), ("entry 7 = inf",)),
+             ((f"--reconstruction={folder}", f"--light={short}"), ("got 26 values",)),
+             ((f"--reconstruction={bad_coeffs}", "--light=front"), ("coefficients 'angles'", "entry 1 = nan")),
+             ((f"--reconstruction={nan_light}", "--light=estimated"), ("illumination.npy", "non-finite")),
+             ((f"--reconstruction={corrupt}", "--light=estimated"), ("illumination.npy: unreadable",)),
+             ((f"--reconstruction={folder}", f"--out={tmp_path / 'relit.txt'}"),
+              ("unsupported image type '.txt'", ".png", ".jpg"))]
+    results = run_all([("relight", f"--face_model={face_folder['model']}", f"--out={out}", *args)
+                       for args, _ in cases])   # (a later --out replaces the first)
+    for (args, phrases), result in zip(cases, results):
+        assert_one_line_error(result, *phrases)
+    assert not out.exists() and not (tmp_path / "relit.txt").exists()
+
+
+def test_a_damaged_light_map_is_read_only_for_the_estimated_light(face_folder, tmp_path):
+    """Only --light=estimated needs illumination.npy (the CLI run under a preset is the slow test below)."""
+    import inspect
+
+    from tf_facetex import pipeline
+
+    folder = copy_folder(face_folder, tmp_path)
+    (folder / "illumination.npy").write_bytes(b"\x93NUMPY garbage")
+    data = pipeline.load_reconstruction(folder, need_light=False)
+    assert data["light_uv"] is None and data["albedo_uv"].shape == (32, 32, 3)
+    with pytest.raises(FaceTexError, match="illumination.npy: unreadable"):
+        pipeline.load_reconstruction(folder)
+    assert 'need_light=light == "estimated"' in inspect.getsource(pipeline.relight_reconstruction)
+
+
+@pytest.mark.slow
+def test_relight_to_jpeg_on_white_and_a_damaged_light_map_does_not_block_presets(face_folder, tmp_path):
+    """A preset does not need illumination.npy: a truncated one must not stop it. A .jpg has no alpha: the
+    background is white, and the user is told so."""
+    import cv2
+
+    folder = copy_folder(face_folder, tmp_path)
+    (folder / "illumination.npy").write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "relit.jpg"
+    result = run_script("relight", f"--reconstruction={folder}", "--light=front", "--size=64",
+                        f"--face_model={face_folder['model']}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no transparency" in result.stdout and "white" in result.stdout
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape == (64, 64, 3)
+    assert image[0, 0].min() >= 250   # the corner is background: white, not black
+    assert image[32, 32].max() < 250 and image[32, 32].max() > 5   # the face is rendered and lit

@@ -4,6 +4,8 @@ Every script calls `run(main)`. Expected failures (`FaceTexError`, and `OSError`
 output folder) print one readable line and exit with status 2; with ``--verbose`` the traceback is shown too. Tracebacks of anything else are bugs and
 always shown.
 """
+import errno
+import math
 import os
 import sys
 
@@ -30,13 +32,37 @@ def run(main):
         except (FaceTexError, OSError) as err:  # OSError: unwritable output folder, full disk, ...
             if flags.FLAGS.verbose:
                 raise
-            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+            print("error: " + " ".join(str(err).split()) + _os_error_hint(err), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     app.run(wrapped)
+
+
+def _os_error_hint(err) -> str:
+    """What to do about the common OS errors (files already finished are never removed by a failed write)."""
+    hints = {errno.ENOSPC: "the disk is full: free some space and run again (finished results are kept)",
+             errno.EDQUOT: "the disk quota is exceeded: free some space and run again (finished results are kept)",
+             errno.EROFS: "the file system is read-only: choose another output location",
+             errno.EACCES: "permission denied: choose a location you can write to"}
+    hint = hints.get(getattr(err, "errno", None)) if isinstance(err, OSError) else None
+    return f" ({hint})" if hint else ""
+
+
+def require_finite(name: str, value, low=None, high=None):
+    """Checks a numeric flag: None passes; NaN, +-Inf or a value outside [low, high] -> one-line FaceTexError."""
+    if value is None:
+        return value
+    bounds = (f" >= {low:g}" if low is not None else "") + (f" and <= {high:g}" if high is not None else "")
+    if high is not None and low is None:
+        bounds = f" <= {high:g}"
+    if not math.isfinite(float(value)):
+        raise FaceTexError(f"--{name}={value}: must be a finite number{bounds}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise FaceTexError(f"--{name}={value}: must be{bounds.replace(' and', ',')}")
+    return value
 
 
 def parse_name_values(pairs, allowed, what: str = "name") -> dict:
@@ -50,6 +76,8 @@ def parse_name_values(pairs, allowed, what: str = "name") -> dict:
             values[name.strip()] = float(value)
         except ValueError as err:
             raise ValueError(f"{pair!r}: {err}") from err
+        if not math.isfinite(values[name.strip()]):
+            raise ValueError(f"{pair!r}: the value must be a finite number")
     return values
 
 

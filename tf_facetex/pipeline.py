@@ -864,9 +864,10 @@ def write_index_html(out_dir, errors=()):
 
 
 # ================================================================================================== reading back
-def load_reconstruction(folder):
+def load_reconstruction(folder, need_light=True):
     """Reads a face folder back: {'record': coefficients.json dict, 'albedo_uv' [S, S, 3] float32,
-    'light_uv' [S, S, 27] float32 or None}. FaceTexError when the folder is not a complete reconstruction."""
+    'light_uv' [S, S, 27] float32 or None (also when not ``need_light``: a damaged illumination.npy then does not
+    block a relight under another light)}. FaceTexError when the folder is not a complete reconstruction."""
     from tf_facetex.data.images import load_image
 
     folder = pathlib.Path(folder)
@@ -878,13 +879,11 @@ def load_reconstruction(folder):
         record = json.loads(marker.read_text())
     except (OSError, ValueError) as err:
         raise FaceTexError(f"{marker}: unreadable ({err})") from err
+    from tf_facetex.reconstruction_files import check_record_numbers, load_light_map
+
+    check_record_numbers(record, marker)
     albedo = load_image(folder / "albedo.png", min_side=2).astype(np.float32) / 255.0
-    light = None
-    if (folder / "illumination.npy").is_file():
-        try:
-            light = np.load(folder / "illumination.npy", allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as err:
-            raise FaceTexError(f"{folder / 'illumination.npy'}: unreadable ({err})") from err
+    light = load_light_map(folder / "illumination.npy", albedo.shape[0]) if need_light else None
     return {"record": record, "albedo_uv": albedo, "light_uv": light}
 
 
@@ -916,7 +915,7 @@ def relight_reconstruction(folder, light="studio", yaw=None, pitch=None, roll=No
     Returns:
       (image [H, H, 3] float in [0, 1+], mask [H, H, 1], description str).
     """
-    data = load_reconstruction(folder)      # first: a wrong folder is reported before TensorFlow loads
+    data = load_reconstruction(folder, need_light=light == "estimated")   # first: before TensorFlow loads
     record = data["record"]
 
     import tensorflow as tf
