@@ -410,10 +410,8 @@ def test_relight_files_with_nan_inf_or_damage_get_precise_messages(face_folder, 
     assert not out.exists() and not (tmp_path / "relit.txt").exists()
 
 
-def test_a_damaged_light_map_is_read_only_for_the_estimated_light(face_folder, tmp_path):
+def test_a_damaged_light_map_is_read_only_for_the_estimated_light(face_folder, tmp_path, monkeypatch):
     """Only --light=estimated needs illumination.npy (the CLI run under a preset is the slow test below)."""
-    import inspect
-
     from tf_facetex import pipeline
 
     folder = copy_folder(face_folder, tmp_path)
@@ -422,7 +420,20 @@ def test_a_damaged_light_map_is_read_only_for_the_estimated_light(face_folder, t
     assert data["light_uv"] is None and data["albedo_uv"].shape == (32, 32, 3)
     with pytest.raises(FaceTexError, match="illumination.npy: unreadable"):
         pipeline.load_reconstruction(folder)
-    assert 'need_light=light == "estimated"' in inspect.getsource(pipeline.relight_reconstruction)
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def recording_load(folder, need_light=True):
+        asked.append(need_light)
+        raise Stop   # stops before TensorFlow and the renderer load
+
+    monkeypatch.setattr(pipeline, "load_reconstruction", recording_load)
+    for light in ("front", "estimated", "coarse"):
+        with pytest.raises(Stop):
+            pipeline.relight_reconstruction(folder, light)
+    assert asked == [False, True, False]
 
 
 @pytest.mark.slow
