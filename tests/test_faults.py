@@ -305,12 +305,16 @@ def test_stale_partial_folders_are_removed_only_ours_only_stale(tmp_path):
     fresh = partial(".face.xyz_9876.partial")                                 # recent: maybe a running run
     not_ours = partial(".face.nested_01.partial", age=old, subfolder=True)    # has a sub-folder: not a staging dir
     user_hidden = partial(".my_notes", age=old)
+    killed_write = out / f".errors.json.{dead_pid()}@{host}.q1w2e3r4.tmp"     # a killed atomic write
+    killed_write.write_text("[")
+    live_write = out / f".index.html.{os.getpid()}@{host}.z9x8c7v6.tmp"
+    live_write.write_text("<")
     grey_photo(tmp_path / "landscape.png")
     result = run_script("reconstruct", f"--input={tmp_path / 'landscape.png'}", f"--output_dir={out}",
                         "--noprogress")
     assert_one_line_error(result, "all 1 input(s) failed")
-    assert not stale_killed.exists() and not stale_old.exists()
-    for kept in (live, fresh, not_ours, user_hidden):
+    assert not stale_killed.exists() and not stale_old.exists() and not killed_write.exists()
+    for kept in (live, fresh, not_ours, user_hidden, live_write):
         assert kept.exists(), kept
     assert "removed 2 stale" in result.stdout, result.stdout
 
@@ -453,3 +457,91 @@ def test_relight_to_jpeg_on_white_and_a_damaged_light_map_does_not_block_presets
     assert image is not None and image.shape == (64, 64, 3)
     assert image[0, 0].min() >= 250   # the corner is background: white, not black
     assert image[32, 32].max() < 250 and image[32, 32].max() > 5   # the face is rendered and lit
+
+
+# ================================================================================================ kill -9
+BATCH_DRIVER = '''
+"""A real batch run (`pipeline.reconstruct_inputs`: listing, staging folders, publishing, cleanup) whose
+reconstruction and file contents are stand-ins that take time, so that a SIGKILL lands anywhere in it."""
+import sys, time, types
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from tf_facetex import pipeline, io_utils
+from tf_facetex.inputs import list_inputs
+
+FILES = ("albedo.png", "illumination.npy", "mesh.obj", "render_detailed.png", "overlay.jpg", "thumbnail.jpg")
+
+def write_face_outputs(result, folder, *args, **kwargs):
+    written = []
+    for name in FILES:
+        written.append(io_utils.write_bytes(folder / name, (name + result.source).encode() * 2000))
+        time.sleep(0.01)
+    written.append(io_utils.write_json(folder / pipeline.RESULT_MARKER, {"source": result.source}))
+    return written
+
+class Reconstructor:
+    model = layout = uv_mask = None
+    def describe(self):
+        return {}
+    def reconstruct(self, faces):
+        time.sleep(0.02)
+        return [types.SimpleNamespace(source=face.source, metrics={}) for face in faces]
+
+class Finder:
+    def from_image(self, image, name):
+        return [types.SimpleNamespace(source=name, face_index=0)]
+
+pipeline.write_face_outputs = write_face_outputs
+listing = list_inputs(sys.argv[2], output_dir=sys.argv[3])
+out = pipeline.check_output_dir(sys.argv[3])
+summary = pipeline.reconstruct_inputs(listing.files, out, Reconstructor, Finder(), batch_size=2, progress=False,
+                                      skipped=listing.skipped)
+print("done", len(summary.outputs), len(summary.errors))
+'''
+
+
+def check_output_folder(out, photos, complete):
+    """Every face folder under its final name is complete; with ``complete``, every photo has exactly one and
+    nothing else (no leftovers, no duplicates) is there."""
+    names = {p.stem for p in photos}
+    for folder in out.iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            assert folder.name in names, folder              # no 'face_3_2' duplicates
+            marker = json.loads((folder / "coefficients.json").read_text())
+            assert marker["source"].endswith(folder.name + ".png")
+            for name in ("albedo.png", "illumination.npy", "mesh.obj", "overlay.jpg", "thumbnail.jpg"):
+                assert (folder / name).read_bytes() == (name + marker["source"]).encode() * 2000, (folder, name)
+    if complete:
+        assert sorted(p.name for p in out.iterdir()) == sorted(names | {"errors.json", "index.html"}), listing(out)
+        assert json.loads((out / "errors.json").read_text()) == []
+
+
+def test_kill_9_mid_batch_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    """SIGKILL at random moments of a folder run (a different point each time, seeded), then a full run: every
+    photo has exactly one complete folder, the killed runs' staging folders are gone, nothing is duplicated."""
+    driver = tmp_path / "batch_driver.py"
+    driver.write_text(BATCH_DRIVER)
+    photos = [grey_photo(tmp_path / "photos" / f"face_{k}.png", size=(40, 40)) for k in range(8)]
+    out = tmp_path / "photos" / "out"   # inside the input, as a user may do
+    command = [sys.executable, str(driver), str(REPO), str(tmp_path / "photos"), str(out)]
+    rng = random.Random(22)
+    start = time.perf_counter()
+    full = subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
+    assert full.returncode == 0 and "done 8 0" in full.stdout, full.stderr[-3000:]
+    run_seconds = time.perf_counter() - start
+    check_output_folder(out, photos, complete=True)
+    shutil.rmtree(out)
+    kills = []
+    for _ in range(4):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+        delay = rng.uniform(0.3, 0.9) * run_seconds
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills.append(round(delay, 2))
+        if out.exists():
+            check_output_folder(out, photos, complete=False)   # a killed run never leaves a half folder visible
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
+    assert rerun.returncode == 0 and "done 8 0" in rerun.stdout, rerun.stderr[-3000:]
+    check_output_folder(out, photos, complete=True)
+    print(f"batch killed at {kills} s of a {run_seconds:.1f} s run; the rerun completed all 8")

@@ -5,6 +5,7 @@ way (`make_staging_dir`: ``.<name>.<pid>@<host>.<random>.partial``, renamed when
 clears the ones a killed run left behind (only those, and only when their writer is gone).
 """
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -31,7 +32,9 @@ def atomic_path(path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name must not match globs of the final files (e.g. *.tfrecord), so no real suffix.
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid@host in the name lets `remove_stale_staging` tell a killed writer's leftover from a live one.
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_host_tag()}.", suffix=".tmp",
+                                   dir=path.parent)
     os.close(handle)
     try:
         yield pathlib.Path(tmp)
@@ -130,11 +133,13 @@ def ensure_output_dir(path) -> pathlib.Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def _host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
 _STAGING = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?[A-Za-z0-9_]+\.partial$")
+_TEMP_FILE = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.)?[A-Za-z0-9_]+\.tmp$")
 _REPLACED = re.compile(r"^\.(?P<name>.+)\.old-(?P<pid>\d+)-(?P<ns>\d+)$")
 
 
@@ -156,6 +161,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _newest_mtime(folder: pathlib.Path) -> float:
     times = [folder.stat().st_mtime]
+    if not folder.is_dir():
+        return times[0]
     times += [entry.stat(follow_symlinks=False).st_mtime for entry in os.scandir(folder)]
     return max(times)
 
@@ -174,6 +181,7 @@ def remove_stale_staging(parent, max_age_s=STALE_STAGING_SECONDS, log=print) -> 
       writer is alive, a recent one, or one that does not look like ours (it holds sub-folders) is kept.
     - ``.<name>.old-<pid>-<ns>`` (a previous result being replaced when the run was killed): put back as ``name``
       when that is missing, else removed, once its writer is gone.
+    - ``.<name>.<pid>@<host>.*.tmp`` files of `atomic_path` (a file being written): removed under the same rule.
     """
     parent = pathlib.Path(parent)
     host, now, handled = _host_tag(), time.time(), []
@@ -182,8 +190,10 @@ def remove_stale_staging(parent, max_age_s=STALE_STAGING_SECONDS, log=print) -> 
     except OSError:
         return handled
     for path in entries:
-        staging, replaced = _STAGING.match(path.name), _REPLACED.match(path.name)
-        if not (staging or replaced) or not _is_flat_folder(path):
+        staging, replaced, temp = _STAGING.match(path.name), _REPLACED.match(path.name), _TEMP_FILE.match(path.name)
+        if temp and path.is_file() and not path.is_symlink():
+            staging = temp
+        elif not (staging or replaced) or not _is_flat_folder(path):
             continue
         match = staging or replaced
         same_host = replaced is not None or match.group("host") == host
@@ -197,6 +207,8 @@ def remove_stale_staging(parent, max_age_s=STALE_STAGING_SECONDS, log=print) -> 
         if replaced and not (parent / match.group("name")).exists():
             os.rename(path, parent / match.group("name"))
             log(f"restored {parent / match.group('name')} (a killed run was replacing it)")
+        elif path.is_file():
+            path.unlink(missing_ok=True)
         else:
             shutil.rmtree(path, ignore_errors=True)
         handled.append(path)
