@@ -461,23 +461,56 @@ def test_relight_to_jpeg_on_white_and_a_damaged_light_map_does_not_block_presets
 
 # ================================================================================================ kill -9
 BATCH_DRIVER = '''
-"""A real batch run (`pipeline.reconstruct_inputs`: listing, staging folders, publishing, cleanup) whose
-reconstruction and file contents are stand-ins that take time, so that a SIGKILL lands anywhere in it."""
-import sys, time, types
+"""A real batch run (`pipeline.reconstruct_inputs`: listing, staging folders, publishing, cleanup, the CLI's error
+policy) whose reconstruction and file contents are stand-ins that take time, so that a SIGKILL lands anywhere in
+it. FAKE_REPEAT sets the file sizes; FAKE_DISK_BYTES (optional) makes every write through io_utils fail with ENOSPC
+once that many bytes have been written (a full disk where no small file system can be mounted)."""
+import builtins, errno, os, sys, time, types
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from tf_facetex import pipeline, io_utils
+from tf_facetex import cli, io_utils, pipeline
 from tf_facetex.inputs import list_inputs
 
 FILES = ("albedo.png", "illumination.npy", "mesh.obj", "render_detailed.png", "overlay.jpg", "thumbnail.jpg")
+REPEAT = int(os.environ.get("FAKE_REPEAT", "2000"))
+BUDGET = [int(os.environ["FAKE_DISK_BYTES"])] if "FAKE_DISK_BYTES" in os.environ else None
+
+
+class FullDiskFile:
+    def __init__(self, handle):
+        self.handle = handle
+    def write(self, data):
+        if len(data) > BUDGET[0]:
+            self.handle.write(data[:BUDGET[0]])
+            BUDGET[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.name)
+        BUDGET[0] -= len(data)
+        return self.handle.write(data)
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def limited_open(path, mode="r", *args, **kwargs):
+    handle = builtins.open(path, mode, *args, **kwargs)
+    return FullDiskFile(handle) if "w" in mode else handle
+
+
+if BUDGET is not None:
+    io_utils.open = limited_open   # every atomic write of the product goes through io_utils
+
 
 def write_face_outputs(result, folder, *args, **kwargs):
     written = []
     for name in FILES:
-        written.append(io_utils.write_bytes(folder / name, (name + result.source).encode() * 2000))
+        written.append(io_utils.write_bytes(folder / name, (name + result.source).encode() * REPEAT))
         time.sleep(0.01)
     written.append(io_utils.write_json(folder / pipeline.RESULT_MARKER, {"source": result.source}))
     return written
+
 
 class Reconstructor:
     model = layout = uv_mask = None
@@ -487,20 +520,26 @@ class Reconstructor:
         time.sleep(0.02)
         return [types.SimpleNamespace(source=face.source, metrics={}) for face in faces]
 
+
 class Finder:
     def from_image(self, image, name):
         return [types.SimpleNamespace(source=name, face_index=0)]
 
-pipeline.write_face_outputs = write_face_outputs
-listing = list_inputs(sys.argv[2], output_dir=sys.argv[3])
-out = pipeline.check_output_dir(sys.argv[3])
-summary = pipeline.reconstruct_inputs(listing.files, out, Reconstructor, Finder(), batch_size=2, progress=False,
-                                      skipped=listing.skipped)
-print("done", len(summary.outputs), len(summary.errors))
+
+def main(argv):
+    pipeline.write_face_outputs = write_face_outputs
+    listing = list_inputs(argv[2], output_dir=argv[3])
+    out = pipeline.check_output_dir(argv[3])
+    summary = pipeline.reconstruct_inputs(listing.files, out, Reconstructor, Finder(), batch_size=2,
+                                          progress=False, skipped=listing.skipped)
+    print("done", len(summary.outputs), len(summary.errors))
+
+
+cli.run(main)
 '''
 
 
-def check_output_folder(out, photos, complete):
+def check_output_folder(out, photos, complete, repeat=2000):
     """Every face folder under its final name is complete; with ``complete``, every photo has exactly one and
     nothing else (no leftovers, no duplicates) is there."""
     names = {p.stem for p in photos}
@@ -510,7 +549,7 @@ def check_output_folder(out, photos, complete):
             marker = json.loads((folder / "coefficients.json").read_text())
             assert marker["source"].endswith(folder.name + ".png")
             for name in ("albedo.png", "illumination.npy", "mesh.obj", "overlay.jpg", "thumbnail.jpg"):
-                assert (folder / name).read_bytes() == (name + marker["source"]).encode() * 2000, (folder, name)
+                assert (folder / name).read_bytes() == (name + marker["source"]).encode() * repeat, (folder, name)
     if complete:
         assert sorted(p.name for p in out.iterdir()) == sorted(names | {"errors.json", "index.html"}), listing(out)
         assert json.loads((out / "errors.json").read_text()) == []
@@ -545,3 +584,139 @@ def test_kill_9_mid_batch_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert rerun.returncode == 0 and "done 8 0" in rerun.stdout, rerun.stderr[-3000:]
     check_output_folder(out, photos, complete=True)
     print(f"batch killed at {kills} s of a {run_seconds:.1f} s run; the rerun completed all 8")
+
+
+def train_command(toy, model_dir, *extra):
+    return [sys.executable, str(REPO / "scripts" / "train.py"), f"--train_data={toy['train']}",
+            f"--model_dir={model_dir}", "--net=small", "--discriminator_ndf=8", "--face_model=toy", "--identity=none",
+            "--batch_size=4", "--steps_per_epoch=4", "--max_steps=14", "--log_every=1", "--image_every=0",
+            "--checkpoint_every=2", "--keep_checkpoints=3", "--shuffle_buffer=16", "--learning_rate=1e-3",
+            "--noprogress", *extra]
+
+
+def test_kill_9_mid_training_then_resume_from_a_damaged_checkpoint(toy32, tmp_path):
+    """scripts/train.py killed with SIGKILL at a random moment after its second checkpoint; the newest checkpoint
+    is then truncated (as a kill during a save or a full disk leaves it). --resume continues from the previous one,
+    says which steps were lost, and finishes with every step logged exactly once."""
+    from tf_facetex.training import checkpoints
+
+    model_dir = tmp_path / "run"
+    proc = subprocess.Popen(train_command(toy32, model_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=ENV)
+    deadline = time.time() + 240
+    while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no second checkpoint within 240 s"
+        time.sleep(0.05)
+    delay = random.Random(7).uniform(0.0, 1.0)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    newest = max(int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index"))
+    assert newest < 14, "the run finished before the kill"
+    truncate(data_file(model_dir / "checkpoints", newest))
+    result = subprocess.run(train_command(toy32, model_dir, "--resume"), capture_output=True, text=True, timeout=300,
+                            env=ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f"ckpt-{newest} is damaged" in log and "lost" in log and f"resumed from" in log, log[-3000:]
+    assert metric_steps(model_dir) == list(range(1, 15))
+    assert checkpoints.checkpoint_step(str(model_dir / "checkpoints" / "ckpt-14")) == 14
+    print(f"training killed {delay:.2f} s after ckpt-4 (newest then ckpt-{newest}, truncated); resumed to 14")
+
+
+# ================================================================================================ full / unwritable
+def test_a_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "errors.json"
+    target.write_text("[]\n")
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[:3])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    real_open = open
+    monkeypatch.setattr(io_utils, "open", lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k)),
+                        raising=False)
+    with pytest.raises(OSError) as error:
+        io_utils.write_json(target, [{"input": "x", "error": "y"}])
+    assert error.value.errno == errno.ENOSPC
+    assert target.read_text() == "[]\n" and listing(tmp_path) == ["errors.json"]
+    from tf_facetex import cli
+
+    assert "disk is full" in cli._os_error_hint(error.value) and "finished results are kept" in \
+        cli._os_error_hint(error.value)
+
+
+def test_unwritable_output_location_is_one_clear_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(io_utils.tempfile, "mkstemp", refuse)   # root ignores mode bits: refuse the probe itself
+    with pytest.raises(FaceTexError, match=r"output folder is not writable \(Permission denied\)"):
+        io_utils.ensure_output_dir(tmp_path / "out")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 96 KiB tmpfs (root only; skipped elsewhere), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True,
+                             timeout=20)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()[:100]}); the simulated "
+                    "full disk covers this")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=20)
+
+
+def full_disk_run(tmp_path, out, extra_env):
+    """One finished result (face_0), then a folder run of 4 photos into the same output on a disk that fills up."""
+    driver = tmp_path / "batch_driver.py"
+    driver.write_text(BATCH_DRIVER)
+    photos = [grey_photo(tmp_path / "photos" / f"face_{k}.png", size=(40, 40)) for k in range(4)]
+    env = {**ENV, "FAKE_REPEAT": "20"}
+    first = subprocess.run([sys.executable, str(driver), str(REPO), str(photos[0]), str(out)], capture_output=True,
+                           text=True, timeout=120, env=env)
+    assert first.returncode == 0 and "done 1 0" in first.stdout, first.stderr[-3000:]
+    finished = {p.name: p.read_bytes() for p in (out / "face_0").iterdir()}
+    second = subprocess.run([sys.executable, str(driver), str(REPO), str(tmp_path / "photos"), str(out)],
+                            capture_output=True, text=True, timeout=120, env={**env, **extra_env})
+    assert "Traceback" not in second.stderr, second.stderr[-3000:]
+    # Nothing finished is destroyed: face_0 is there, whole (the old one or its complete replacement); every
+    # visible folder is complete; no half-written hidden leftovers.
+    assert {p.name: p.read_bytes() for p in (out / "face_0").iterdir()} == finished
+    check_output_folder(out, photos, complete=False, repeat=20)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], listing(out)
+    if second.returncode == 0:
+        errors = json.loads((out / "errors.json").read_text())
+        assert errors and all("No space left on device" in e["error"] for e in errors), errors
+    else:
+        last = assert_one_line_error(second, "No space left on device", "the disk is full", "results are kept")
+        assert ".tmp" not in last   # the file the user knows is named, not the temporary one
+        print(last)
+    return second
+
+
+def test_full_disk_simulated_keeps_finished_results_and_says_so(tmp_path):
+    result = full_disk_run(tmp_path, tmp_path / "out", {"FAKE_DISK_BYTES": "8000"})
+    assert result.returncode == 2   # the budget never comes back: even errors.json cannot be written
+
+
+def test_full_disk_real_tmpfs_keeps_finished_results_and_says_so(tmp_path, small_disk):
+    full_disk_run(tmp_path, small_disk / "out", {})
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True, timeout=20)
+    result = run_script("reconstruct", f"--input={tmp_path / 'photos'}", f"--output_dir={small_disk / 'out'}")
+    assert_one_line_error(result, "not writable (Read-only file system)")

@@ -41,9 +41,12 @@ def atomic_path(path):
         # mkstemp creates the file private (0600); give the result the mode a plain open() would (umask).
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename == str(tmp):
+            # Name the file the user knows (a full disk while writing errors.json), not the temporary one.
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
