@@ -720,3 +720,40 @@ def test_full_disk_real_tmpfs_keeps_finished_results_and_says_so(tmp_path, small
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True, timeout=20)
     result = run_script("reconstruct", f"--input={tmp_path / 'photos'}", f"--output_dir={small_disk / 'out'}")
     assert_one_line_error(result, "not writable (Read-only file system)")
+
+
+# ================================================================================================ NaN / Inf flags
+TRAIN_BAD_NUMBERS = [("--learning_rate=nan", "--learning_rate=nan: must be a finite number"),
+                     ("--learning_rate=0", "--learning_rate=0: must be > 0"),
+                     ("--lr_decay=inf", "--lr_decay=inf: must be a finite number"),
+                     ("--lr_decay=1.5", "--lr_decay=1.5: must be in (0, 1]"),
+                     ("--lr_floor=-inf", "--lr_floor=-inf: must be a finite number"),
+                     ("--d_learning_rate=-1", "--d_learning_rate=-1: must be >= 0"),
+                     ("--beta_1=nan", "--beta_1=nan: must be a finite number"),
+                     ("--beta_2=1", "--beta_2=1: must be in [0, 1)"),
+                     ("--clip_norm=nan", "--clip_norm=nan: must be a finite number"),
+                     ("--loss_weights=image=-2", "weights must be >= 0")]
+
+
+def test_train_refuses_non_finite_or_out_of_range_numbers(tmp_path):
+    """Each bad number is refused before TensorFlow loads, in one line; so is a NaN in a flagfile and in
+    --loss_weights (absl's flag-parsing message)."""
+    flagfile = tmp_path / "run.cfg"
+    flagfile.write_text("--batch_size=8\n--learning_rate=nan\n")
+    common = (f"--train_data={tmp_path / 'none-*.tfrecord'}", f"--model_dir={tmp_path / 'run'}")
+    commands = [("train", *common, flag) for flag, _ in TRAIN_BAD_NUMBERS]
+    commands += [("train", f"--flagfile={flagfile}", *common), ("train", *common, "--loss_weights=image=nan"),
+                 ("train_prior", f"--model_dir={tmp_path / 'prior'}", "--learning_rate=inf"),
+                 ("reconstruct", "--input=x.jpg", f"--output_dir={tmp_path / 'out'}", "--fit_steps=nan"),
+                 ("preprocess", "--test_fraction=nan")]
+    results = run_all(commands)
+    for (flag, message), result in zip(TRAIN_BAD_NUMBERS, results):
+        assert_one_line_error(result, message)
+    flagfile_result, weights_result, prior_result, reconstruct_result, preprocess_result = results[len(TRAIN_BAD_NUMBERS):]
+    assert_one_line_error(flagfile_result, "--learning_rate=nan: must be a finite number")
+    assert_one_line_error(prior_result, "--learning_rate=inf: must be a finite number")
+    assert_one_line_error(preprocess_result, "--test_fraction=nan: must be a finite number")
+    for result, phrase in ((weights_result, "must be a finite number"), (reconstruct_result, "--fit_steps")):
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert phrase in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

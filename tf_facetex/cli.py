@@ -28,6 +28,7 @@ def run(main):
 
     def wrapped(argv):
         try:
+            refuse_non_finite_float_flags()
             return main(argv)
         except (FaceTexError, OSError) as err:  # OSError: unwritable output folder, full disk, ...
             if flags.FLAGS.verbose:
@@ -63,6 +64,34 @@ def require_finite(name: str, value, low=None, high=None):
     if (low is not None and value < low) or (high is not None and value > high):
         raise FaceTexError(f"--{name}={value}: must be{bounds.replace(' and', ',')}")
     return value
+
+
+def refuse_non_finite_float_flags(flag_values=None):
+    """Every float flag given on the command line or in a flagfile must be finite: absl parses 'nan' and 'inf'
+    happily, and its bounds checks let NaN through (every comparison with NaN is false)."""
+    flag_values = flag_values or flags.FLAGS
+    for name in flag_values:
+        flag = flag_values[name]
+        if flag.present and flag.flag_type() == "float" and flag.value is not None:
+            require_finite(name, flag.value)
+
+
+def check_ranges(ranges: dict, flag_values=None):
+    """{flag name: (low, high, low_open, high_open)} -> FaceTexError naming the first flag outside its range."""
+    flag_values = flag_values or flags.FLAGS
+    for name, (low, high, low_open, high_open) in ranges.items():
+        value = flag_values[name].value
+        if value is None:
+            continue
+        require_finite(name, value)
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above:
+            left = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            right = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            interval = f"in {left}, {right}" if low is not None and high is not None else (
+                f"{'>' if low_open else '>='} {low:g}" if low is not None else f"{'<' if high_open else '<='} {high:g}")
+            raise FaceTexError(f"--{name}={value:g}: must be {interval}")
 
 
 def parse_name_values(pairs, allowed, what: str = "name") -> dict:
