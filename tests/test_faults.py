@@ -64,12 +64,27 @@ def first_kernel(trainer):
 
 
 @pytest.fixture(scope="module")
-def three_checkpoints(tmp_path_factory):
+def shared_trainer(tmp_path_factory):
+    """One tiny trainer for the restore tests (a restore overwrites every variable, so they can share it)."""
+    return tiny_trainer(tmp_path_factory.mktemp("trainer"))
+
+
+@pytest.fixture
+def trainer(shared_trainer):
+    """The shared trainer with a sentinel in its first kernel and step 0 (a restore must really replace them)."""
+    kernel = first_kernel(shared_trainer)
+    kernel.assign(np.full(kernel.shape, -1.0, np.float32))
+    shared_trainer.step.assign(0)
+    return shared_trainer
+
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory, shared_trainer):
     """A checkpoint folder with ckpt-2, ckpt-4, ckpt-6; each step's first kernel holds the value `step`."""
     from tf_facetex.training.checkpoints import CheckpointKeeper
 
     folder = tmp_path_factory.mktemp("ckpts") / "checkpoints"
-    trainer = tiny_trainer(folder.parent)
+    trainer = shared_trainer
     keeper = CheckpointKeeper(folder, trainer, max_to_keep=3)
     for step in (2, 4, 6):
         trainer.step.assign(step)
@@ -105,13 +120,13 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(three_checkpoints, tmp_path, corruption):
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(three_checkpoints, tmp_path, corruption,
+                                                                        trainer):
     from tf_facetex.training.checkpoints import CheckpointKeeper
 
     folder = tmp_path / "checkpoints"
     shutil.copytree(three_checkpoints, folder)
     CORRUPTIONS[corruption](folder, 6)
-    trainer = tiny_trainer(tmp_path)
     lines = []
     keeper = CheckpointKeeper(folder, trainer, max_to_keep=3, log=lines.append)
     assert keeper.restore_latest() == 4
@@ -123,17 +138,43 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(three_che
     assert list(folder.glob("ckpt-6.*")) == [] and list(folder.glob("corrupt-ckpt-6*"))
     trainer.step.assign(6)
     keeper.save()
-    assert CheckpointKeeper(folder, tiny_trainer(tmp_path)).restore_latest() == 6
+    trainer.step.assign(0)
+    assert CheckpointKeeper(folder, trainer).restore_latest() == 6
 
 
-def test_every_checkpoint_corrupt_is_one_clear_error(three_checkpoints, tmp_path):
+def test_resume_step_falls_back_says_what_is_lost_and_drops_later_metrics(three_checkpoints, tmp_path, trainer):
+    """What both training loops call on --resume: the newest checkpoint is truncated (a kill during a save, a full
+    disk), the run had logged steps 1-6 and was killed mid-line; it resumes at 4 and metrics.jsonl keeps 1-4 only,
+    so the retrained steps 5-6 are logged once. (The same through train() and train.py: the slow tests.)"""
+    from tf_facetex.training import checkpoints, summaries
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(three_checkpoints, folder)
+    truncate(data_file(folder, 6))
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "kind": "loss", "total": 1.0}) + "\n" for s in range(1, 7))
+                       + '{"step": 7, "ki')
+    lines = []
+    step = checkpoints.resume_step(CheckpointKeeper(folder, trainer), True, lines.append, "train")
+    assert step == 4
+    text = "\n".join(lines)
+    assert "[train] ckpt-6 is damaged" in text and "steps 5-6 lost" in text and "dropped 3 record(s)" in text, text
+    assert [r["step"] for r in summaries.read_metrics(metrics)] == [1, 2, 3, 4]
+    # Without --resume nothing is read or dropped.
+    metrics.write_text(json.dumps({"step": 9, "kind": "loss"}) + "\n")
+    assert checkpoints.resume_step(CheckpointKeeper(folder, trainer), False, lines.append, "train") == 0
+    assert metrics.read_text().count("\n") == 1
+
+
+def test_every_checkpoint_corrupt_is_one_clear_error(three_checkpoints, tmp_path, trainer):
     from tf_facetex.training.checkpoints import CheckpointKeeper
 
     folder = tmp_path / "checkpoints"
     shutil.copytree(three_checkpoints, folder)
     for step in (2, 4, 6):
         truncate(data_file(folder, step))
-    keeper = CheckpointKeeper(folder, tiny_trainer(tmp_path), log=lambda *_: None)
+    keeper = CheckpointKeeper(folder, trainer, log=lambda *_: None)
     with pytest.raises(TrainingError, match=r"no intact checkpoint .*ckpt-6.*ckpt-4.*ckpt-2"):
         keeper.restore_latest()
 
@@ -178,6 +219,7 @@ def metric_steps(model_dir, kind="loss"):
     return [r["step"] for r in summaries.read_metrics(pathlib.Path(model_dir) / "metrics.jsonl", kind)]
 
 
+@pytest.mark.slow
 def test_resume_from_a_corrupt_latest_checkpoint_retrains_the_lost_steps_once(toy32, tmp_path):
     """The issue's case: the newest checkpoint is truncated; --resume continues from the previous one, says which
     steps are lost, and metrics.jsonl ends up with every step exactly once."""
@@ -195,6 +237,7 @@ def test_resume_from_a_corrupt_latest_checkpoint_retrains_the_lost_steps_once(to
     assert metric_steps(tmp_path) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+@pytest.mark.slow
 def test_resume_drops_metrics_logged_after_the_restored_step(toy32, tmp_path):
     """A run killed between checkpoints logged steps its checkpoint does not have; a resume must not log them twice
     (and a torn last line from the kill is dropped, not a crash)."""
@@ -356,7 +399,7 @@ def run_all(commands, timeout=120):
     return results
 
 
-RELIGHT_BAD_NUMBERS = [("--light_scale=nan", "--light_scale=nan: must be a finite number >= 0"),
+RELIGHT_BAD_NUMBERS = [("--light_scale=nan", "--light_scale=nan: must be a finite number"),
                        ("--light_scale=inf", "--light_scale=inf: must be a finite number"),
                        ("--light_scale=-1", "--light_scale=-1.0: must be >= 0"),
                        ("--yaw=nan", "--yaw=nan: must be a finite number"),
@@ -560,18 +603,18 @@ def test_kill_9_mid_batch_then_rerun_loses_and_duplicates_nothing(tmp_path):
     photo has exactly one complete folder, the killed runs' staging folders are gone, nothing is duplicated."""
     driver = tmp_path / "batch_driver.py"
     driver.write_text(BATCH_DRIVER)
-    photos = [grey_photo(tmp_path / "photos" / f"face_{k}.png", size=(40, 40)) for k in range(8)]
+    photos = [grey_photo(tmp_path / "photos" / f"face_{k}.png", size=(40, 40)) for k in range(6)]
     out = tmp_path / "photos" / "out"   # inside the input, as a user may do
     command = [sys.executable, str(driver), str(REPO), str(tmp_path / "photos"), str(out)]
     rng = random.Random(22)
     start = time.perf_counter()
     full = subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
-    assert full.returncode == 0 and "done 8 0" in full.stdout, full.stderr[-3000:]
+    assert full.returncode == 0 and "done 6 0" in full.stdout, full.stderr[-3000:]
     run_seconds = time.perf_counter() - start
     check_output_folder(out, photos, complete=True)
     shutil.rmtree(out)
     kills = []
-    for _ in range(4):
+    for _ in range(3):
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         delay = rng.uniform(0.3, 0.9) * run_seconds
         time.sleep(delay)
@@ -581,9 +624,9 @@ def test_kill_9_mid_batch_then_rerun_loses_and_duplicates_nothing(tmp_path):
         if out.exists():
             check_output_folder(out, photos, complete=False)   # a killed run never leaves a half folder visible
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=120, env=ENV)
-    assert rerun.returncode == 0 and "done 8 0" in rerun.stdout, rerun.stderr[-3000:]
+    assert rerun.returncode == 0 and "done 6 0" in rerun.stdout, rerun.stderr[-3000:]
     check_output_folder(out, photos, complete=True)
-    print(f"batch killed at {kills} s of a {run_seconds:.1f} s run; the rerun completed all 8")
+    print(f"batch killed at {kills} s of a {run_seconds:.1f} s run; the rerun completed all 6")
 
 
 def train_command(toy, model_dir, *extra):
@@ -594,6 +637,7 @@ def train_command(toy, model_dir, *extra):
             "--noprogress", *extra]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_training_then_resume_from_a_damaged_checkpoint(toy32, tmp_path):
     """scripts/train.py killed with SIGKILL at a random moment after its second checkpoint; the newest checkpoint
     is then truncated (as a kill during a save or a full disk leaves it). --resume continues from the previous one,
