@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -637,36 +636,53 @@ def train_command(toy, model_dir, *extra):
             "--noprogress", *extra]
 
 
-@pytest.mark.slow
-def test_kill_9_mid_training_then_resume_from_a_damaged_checkpoint(toy32, tmp_path):
-    """scripts/train.py killed with SIGKILL at a random moment after its second checkpoint; the newest checkpoint
-    is then truncated (as a kill during a save or a full disk leaves it). --resume continues from the previous one,
-    says which steps were lost, and finishes with every step logged exactly once."""
-    from tf_facetex.training import checkpoints
+def newest_checkpoint(model_dir):
+    steps = [int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index")]
+    return max(steps, default=0)
 
-    model_dir = tmp_path / "run"
-    proc = subprocess.Popen(train_command(toy32, model_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=ENV)
-    deadline = time.time() + 240
-    while not (model_dir / "checkpoints" / "ckpt-4.index").exists():
+
+def run_and_kill(command, model_dir, after_step, rng, timeout=300):
+    """Starts a training, waits until it has a checkpoint past ``after_step``, kills it (SIGKILL) a random moment
+    later; returns the delay."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    deadline = time.time() + timeout
+    while newest_checkpoint(model_dir) <= after_step:
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.time() < deadline, "no second checkpoint within 240 s"
+        assert time.time() < deadline, f"no checkpoint past step {after_step} within {timeout} s"
         time.sleep(0.05)
-    delay = random.Random(7).uniform(0.0, 1.0)
+    delay = rng.uniform(0.0, 1.0)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    newest = max(int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index"))
+    return delay
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_resume_from_a_damaged_checkpoint(toy32, tmp_path):
+    """scripts/train.py killed with SIGKILL at random moments (a first run after its second checkpoint, then a
+    resumed run after its next one); the newest checkpoint is then truncated (as a kill during a save or a full disk
+    leaves it). --resume continues from the previous one, says which steps were lost, and finishes with every step
+    logged exactly once."""
+    from tf_facetex.training import checkpoints
+
+    model_dir = tmp_path / "run"
+    rng = random.Random(7)
+    delays = [run_and_kill(train_command(toy32, model_dir), model_dir, 2, rng)]
+    delays.append(run_and_kill(train_command(toy32, model_dir, "--resume"), model_dir, newest_checkpoint(model_dir),
+                               rng))
+    newest = newest_checkpoint(model_dir)
     assert newest < 14, "the run finished before the kill"
     truncate(data_file(model_dir / "checkpoints", newest))
     result = subprocess.run(train_command(toy32, model_dir, "--resume"), capture_output=True, text=True, timeout=300,
                             env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert f"ckpt-{newest} is damaged" in log and "lost" in log and f"resumed from" in log, log[-3000:]
+    assert f"ckpt-{newest} is damaged" in log and "lost" in log and "resumed from" in log, log[-3000:]
     assert metric_steps(model_dir) == list(range(1, 15))
     assert checkpoints.checkpoint_step(str(model_dir / "checkpoints" / "ckpt-14")) == 14
-    print(f"training killed {delay:.2f} s after ckpt-4 (newest then ckpt-{newest}, truncated); resumed to 14")
+    print(f"training killed at random moments ({', '.join(f'{d:.2f}' for d in delays)} s after a checkpoint; "
+          f"newest then ckpt-{newest}, truncated); resumed to 14: "
+          + next(line for line in log.splitlines() if "is damaged" in line))
 
 
 # ================================================================================================ full / unwritable
