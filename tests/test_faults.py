@@ -817,3 +817,34 @@ def test_train_refuses_non_finite_or_out_of_range_numbers(tmp_path):
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert phrase in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_reconstruct_checkpoint_truncated_or_with_nan_weights_is_refused(tmp_path, trainer):
+    """reconstruct.py --checkpoint: a truncated checkpoint or one holding NaN weights is an AssetError naming it,
+    not a traceback or a NaN albedo."""
+    import tensorflow as tf
+
+    from tf_facetex import pipeline
+    from tf_facetex.errors import AssetError
+    from tf_facetex.training.checkpoints import CheckpointKeeper
+
+    def run_folder(name, poison):
+        folder = tmp_path / name
+        io_utils.write_json(folder / "run_config.json", {"net_preset": "small", "net_overrides": TINY_NET,
+                                                         "uv_size": 32, "image_size": 32})
+        kernel = first_kernel(trainer)
+        kernel.assign(tf.fill(kernel.shape, np.nan if poison else 0.5))
+        trainer.step.assign(1)
+        keeper = CheckpointKeeper(folder / "checkpoints", trainer)
+        keeper.manager.save(checkpoint_number=1)   # (the keeper's own save would refuse the NaN)
+        return folder
+
+    good = run_folder("good", poison=False)
+    net, info = pipeline.load_refinement_net(good, log=lambda *_: None)
+    assert info["uv_size"] == 32
+    truncated = run_folder("truncated", poison=False)
+    truncate(data_file(truncated / "checkpoints", 1))
+    with pytest.raises(AssetError, match="cannot restore the refinement network"):
+        pipeline.load_refinement_net(truncated, log=lambda *_: None)
+    with pytest.raises(AssetError, match=r"hold NaN/Inf"):
+        pipeline.load_refinement_net(run_folder("nan", poison=True), log=lambda *_: None)
