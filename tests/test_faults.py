@@ -492,7 +492,7 @@ def test_relight_to_jpeg_on_white_and_a_damaged_light_map_does_not_block_presets
     (folder / "illumination.npy").write_bytes(b"\x93NUMPY garbage")
     out = tmp_path / "relit.jpg"
     result = run_script("relight", f"--reconstruction={folder}", "--light=front", "--size=64",
-                        f"--face_model={face_folder['model']}", f"--out={out}")
+                        f"--face_model={face_folder['model']}", f"--out={out}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no transparency" in result.stdout and "white" in result.stdout
     image = cv2.imread(str(out))
