@@ -284,6 +284,25 @@ def test_output_dir_inside_the_input_is_never_read_as_input(tmp_path):
     assert (out / "earlier" / "albedo.png").is_file()   # and nothing of it was touched
 
 
+def test_output_dir_equal_to_the_input_reads_only_the_photos(tmp_path):
+    """--input out --output_dir out: the photos at the top are inputs; the run's own files and face folders
+    (and hidden staging folders) are not."""
+    from tf_facetex.inputs import list_inputs
+
+    grey_photo(tmp_path / "a.jpg")
+    grey_photo(tmp_path / "sub" / "b.png")
+    fake_result_folder(tmp_path / "a")
+    (tmp_path / "errors.json").write_text("[]")
+    (tmp_path / "index.html").write_text("<html>")
+    (tmp_path / ".a.123@host.abcdefgh.partial").mkdir()
+    listing = list_inputs(tmp_path, output_dir=tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in listing.files] == ["a.jpg", "sub/b.png"]
+    assert listing.skipped == []
+    assert any("1 reconstruction folder(s)" in note for note in listing.notes), listing.notes
+    flat = list_inputs(tmp_path, recursive=False, output_dir=tmp_path)
+    assert [p.name for p in flat.files] == ["a.jpg"]
+
+
 def test_folder_run_accounts_for_every_entry(tmp_path):
     """GIF and TIFF are photos like the others; a sub-folder named like an image, a broken symlink and a text file
     are each listed (errors.json and the count) instead of vanishing."""
