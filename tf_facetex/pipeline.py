@@ -46,6 +46,7 @@ OUTPUT_FILES = {
     "visibility.png": "texels the photo showed (white) vs. completed ones (black)",
     "mesh.obj": "textured mesh (metres, y up, face towards +z; `vt` half-texel exact)",
     "mesh.mtl": "material referencing albedo.png",
+    "mesh.glb": "glTF 2.0: the same mesh, albedo embedded, the expressions as named morph targets",
     "coefficients.json": "named coefficients, tone, face model, alignment transform, camera, metrics",
     "aligned.png": "the aligned 224 x 224 input crop",
     "render_detailed.png": "R(A', L'): the re-render with the detailed light (RGBA, alpha = rendered face)",
@@ -587,6 +588,10 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
     paths = mesh_export.write_textured_obj(folder, mesh, np.clip(result.albedo_uv, 0, 1), texture_name="albedo.png",
                                            uv_mask=uv_mask, header=header)
     written += [paths["texture"], paths["mtl"], paths["obj"]]
+    from tf_facetex.export import gltf as gltf_export
+    written.append(gltf_export.write_face_glb(
+        folder / "mesh.glb", model, result.vertices, result.coeffs[layout.slices["exp"]], paths["texture"],
+        posed_vertices=result.posed_vertices if options.mesh_pose == "posed" else None))
     written.append(io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)))
     written.append(io_utils.write_image(folder / "shading.png", fill(np.clip(result.shading_uv, 0, 1))))
     written.append(io_utils.write_image(folder / "visibility.png", result.visibility_uv[..., 0] * uv_mask))
