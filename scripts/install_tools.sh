@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the client tools the slow interoperability tests use, outside the repository and outside .venv
 # (nothing here is needed by the product or the default test suite):
-#   npm       gltf-validator (Khronos), three + esbuild (to rebuild the vendored viewer) -> $TOOLS/npm
+#   npm       gltf-validator (Khronos), puppeteer-core (drives chromium), three + esbuild (to rebuild the
+#             vendored viewer)                                                       -> $TOOLS/npm
 #   chromium  Debian's chromium (headless screenshots of the contact sheet)          -> apt
 #   bpy       Blender as a Python module (PyPI bpy, ~500 MB), its own venv            -> $TOOLS/bpy_venv
 #   litert    ai-edge-litert (the LiteRT interpreter), a --target dir for PYTHONPATH -> $TOOLS/litert_site
@@ -19,9 +20,9 @@ mkdir -p "$TOOLS"
 for tool in "$@"; do
   case "$tool" in
     npm)
-      if [ ! -f "$TOOLS/npm/node_modules/gltf-validator/package.json" ] || [ ! -f "$TOOLS/npm/node_modules/three/package.json" ]; then
+      if [ ! -f "$TOOLS/npm/node_modules/gltf-validator/package.json" ] || [ ! -f "$TOOLS/npm/node_modules/puppeteer-core/package.json" ]; then
         mkdir -p "$TOOLS/npm"
-        npm install --no-audit --no-fund --prefix "$TOOLS/npm" gltf-validator@2.0.0-dev.3.10 three@0.187.0 esbuild@0.28.2
+        npm install --no-audit --no-fund --prefix "$TOOLS/npm" gltf-validator@2.0.0-dev.3.10 three@0.187.0 esbuild@0.28.2 puppeteer-core@24.43.1
       fi ;;
     chromium)
       if ! command -v chromium >/dev/null; then

@@ -299,20 +299,20 @@ def face_glb(model, vertices, exp_weights, texture_png: bytes, uv_size, posed_ve
 
     Args:
       model: the `MorphableModel`; vertices: [N, 3] the fitted unposed face (identity + expression, decimetres);
-      exp_weights: [E] the fitted expression coefficients; texture_png: the albedo PNG's bytes (as written beside
+      exp_weights: [E] the fitted expression coefficients (unused without morph targets); texture_png: the albedo PNG's bytes (as written beside
       the OBJ); uv_size: its size S; posed_vertices: [N, 3] the same face posed as in the photo (the GLB is then
       posed: its pose is recovered with `rigid_fit`), or None; parts: `MeshPart`s (default: the textured face);
       with_morph_targets: False writes the fitted face alone (no targets; a small file for previews).
     Returns:
       the ``.glb`` bytes.
     """
-    exp_weights = np.asarray(exp_weights, np.float64).reshape(-1)
     exp_basis = np.asarray(model.exp_basis, np.float64)
     vertices = np.asarray(vertices, np.float64)
     rotation = translation = None
     if posed_vertices is not None:
         rotation, translation = rigid_fit(vertices, posed_vertices)
     if with_morph_targets and exp_basis.shape[0]:
+        exp_weights = np.asarray(exp_weights, np.float64).reshape(-1)
         neutral = vertices - np.einsum("e,enc->nc", exp_weights, exp_basis)
         deltas, weights, names = exp_basis, exp_weights, model.exp_names
     else:
