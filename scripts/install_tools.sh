@@ -40,11 +40,15 @@ for tool in "$@"; do
       fi ;;
     beam)
       if ! "$TOOLS/beam_venv/bin/python" -c "import apache_beam" 2>/dev/null; then
-        # A venv that sees .venv's packages; pip's constraints keep every package .venv pins at its version.
-        "$PY" -m venv --system-site-packages "$TOOLS/beam_venv"
-        echo "$("$PY" -c 'import sys; print(sys.prefix)')/lib/python3.11/site-packages" \
+        # A venv that sees .venv's packages (a .pth file), so .venv itself is never modified; the constraints keep
+        # every package .venv pins at its version except pillow (beam 2.77 needs pillow<13: it gets 12.x here,
+        # shadowing .venv's inside this venv only). It also brings protobuf 6.x (beam needs <7; TensorFlow 2.21's
+        # generated code is 6.31, so both work).
+        "$PY" -m venv "$TOOLS/beam_venv"
+        echo "$("$PY" -c 'import sysconfig; import os; print(os.path.realpath(sysconfig.get_paths()["purelib"]))')" \
           > "$TOOLS/beam_venv/lib/python3.11/site-packages/tf_facetex_venv.pth"
-        "$TOOLS/beam_venv/bin/pip" install -q "apache-beam==$BEAM_VERSION" -c "$ROOT/requirements.txt"
+        grep -v -i '^pillow' "$ROOT/requirements.txt" > "$TOOLS/beam_constraints.txt"
+        "$TOOLS/beam_venv/bin/pip" install -q "apache-beam==$BEAM_VERSION" -c "$TOOLS/beam_constraints.txt"
       fi ;;
     *) echo "unknown tool: $tool (npm, chromium, bpy, litert, beam)" >&2; exit 2 ;;
   esac
