@@ -50,3 +50,23 @@ def test_flipped_uvs_fail_the_check(demo_face, tmp_path):
     report = blender_check(broken, tmp_path / "flipped.png", expect_pass=False)
     print(json.dumps(report))
     assert report["psnr_db_on_face"] < 25.0, report
+
+
+def test_blender_imports_the_glb_with_named_shape_keys(demo_face):
+    script = f"""
+import json, bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath={str(demo_face / 'mesh.glb')!r})
+(obj,) = [o for o in bpy.context.scene.objects if o.type == 'MESH']
+keys = obj.data.shape_keys.key_blocks
+image = [n.image.size[:] for m in obj.data.materials for n in m.node_tree.nodes if n.type == 'TEX_IMAGE']
+print(json.dumps({{"names": [k.name for k in keys], "values": [k.value for k in keys], "images": image,
+                   "polygons": len(obj.data.polygons)}}))
+"""
+    proc = interop_tools.run([interop_tools.BPY_PYTHON, "-c", script], timeout=600, env={"PYTHONPATH": ""})
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = json.loads((demo_face / "coefficients.json").read_text())
+    assert report["names"][0] == "Basis" and report["names"][1:] == record["expression_names"]
+    expected = [min(max(w, 0.0), 1.0) for w in record["coefficients"]["exp"]]   # Blender clamps to the key range
+    assert max(abs(a - b) for a, b in zip(report["values"][1:], expected)) < 1e-4, (report["values"], expected)
+    assert report["images"] == [[256, 256]] and report["polygons"] == 18460

@@ -80,15 +80,18 @@ class Material:
 # ----------------------------------------------------------------------------------------------- geometry
 def vertex_normals(vertices, triangles):
     """Area-weighted unit vertex normals (as `tf_facetex.geometry.vertex_normals`): [..., N, 3], [F, 3] -> [..., N, 3]."""
+    from scipy import sparse
+
     vertices = np.asarray(vertices, np.float64)
     triangles = np.asarray(triangles)
     corners = vertices[..., triangles, :]                                       # [..., F, 3, 3]
     face_normals = np.cross(corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :])
-    # Scatter-add along the vertex axis, moved first so np.add.at sees a plain index.
-    summed = np.zeros(np.moveaxis(vertices, -2, 0).shape)
-    for k in range(3):
-        np.add.at(summed, triangles[:, k], np.moveaxis(face_normals, -2, 0))
-    summed = np.moveaxis(summed, 0, -2)
+    # Sum over each vertex's triangles as one sparse [N, F] incidence product (batch and xyz as columns).
+    num_vertices, num_faces = vertices.shape[-2], triangles.shape[0]
+    incidence = sparse.csr_matrix((np.ones(3 * num_faces), (triangles.T.reshape(-1), np.tile(np.arange(num_faces), 3))),
+                                  shape=(num_vertices, num_faces))
+    columns = np.moveaxis(face_normals, -2, 0).reshape(num_faces, -1)            # [F, (...) * 3]
+    summed = np.moveaxis((incidence @ columns).reshape((num_vertices,) + face_normals.shape[:-2] + (3,)), 0, -2)
     return summed / np.maximum(np.linalg.norm(summed, axis=-1, keepdims=True), 1e-12)
 
 
