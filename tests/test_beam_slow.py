@@ -47,6 +47,7 @@ def test_beam_writes_the_same_face_folders_as_reconstruct(photos, tmp_path):
     assert errors == {e["input"]: e["error"] for e in json.loads((tmp_path / "cli" / "errors.json").read_text())}
     assert sorted(errors) == [str(photos / "broken.jpg"), str(photos / "landscape.png")]
     assert "not an image" in errors[str(photos / "broken.jpg")] and "no face" in errors[str(photos / "landscape.png")]
+    differences = {}
     for name in cli_folders:
         a = json.loads((tmp_path / "cli" / name / "coefficients.json").read_text())
         b = json.loads((tmp_path / "beam" / name / "coefficients.json").read_text())
@@ -56,7 +57,11 @@ def test_beam_writes_the_same_face_folders_as_reconstruct(photos, tmp_path):
         albedo_a = cv2.imread(str(tmp_path / "cli" / name / "albedo.png")).astype(np.float64)
         albedo_b = cv2.imread(str(tmp_path / "beam" / name / "albedo.png")).astype(np.float64)
         assert np.abs(albedo_a - albedo_b).mean() < 0.5, name
+        differences[name] = {"coefficients": max(float(np.abs(np.subtract(b["coefficients"][k], a["coefficients"][k])).max())
+                                                 for k in a["coefficients"]),
+                             "albedo_png_levels": float(np.abs(albedo_a - albedo_b).max())}
         for key, value in a["metrics"].items():
             assert abs(b["metrics"][key] - value) < 0.05, (name, key, value, b["metrics"][key])
+    print("beam vs reconstruct.py, max |difference|:", json.dumps(differences))
     index = (tmp_path / "beam" / "index.html").read_text()
     assert all(f'src="{name}/thumbnail.jpg"' in index for name in cli_folders) and "broken.jpg" in index

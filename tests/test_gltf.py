@@ -204,3 +204,29 @@ def test_bad_inputs_are_refused(tiny_model, fitted, tmp_path):
     cv2.imwrite(str(tmp_path / "wide.png"), np.zeros((8, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="square"):
         gltf.write_face_glb(tmp_path / "m.glb", tiny_model, fitted["vertices"], fitted["exp"], tmp_path / "wide.png")
+
+
+def test_a_model_with_named_parts_gets_one_primitive_each(tiny_model, fitted):
+    import copy
+
+    parted = copy.copy(tiny_model)         # the part fields as a face model with eyes / teeth carries them
+    triangle_parts = np.zeros(tiny_model.num_triangles, np.int32)
+    teeth = np.arange(0, tiny_model.num_triangles, 7)
+    triangle_parts[teeth] = 1
+    parted.textured_triangles = np.asarray(tiny_model.textured_triangles) & (triangle_parts == 0)
+    parted.triangle_parts, parted.part_names = triangle_parts, ("skin", "teeth")
+    parted.part_albedo = np.array([[0, 0, 0], [0.9, 0.85, 0.8]], np.float32)
+    assert gltf.model_parts(tiny_model) is None
+    photo_albedo = np.array([[0, 0, 0], [0.7, 0.6, 0.5]])
+    document, accessor = parse_glb(gltf.face_glb(parted, fitted["vertices"], fitted["exp"], texture_png(), UV,
+                                                 parts=gltf.model_parts(parted, photo_albedo)))
+    prims = document["meshes"][0]["primitives"]
+    assert [document["materials"][p["material"]]["name"] for p in prims] == ["face_albedo", "part_teeth"]
+    np.testing.assert_allclose(document["materials"][1]["pbrMetallicRoughness"]["baseColorFactor"],
+                               [0.7, 0.6, 0.5, 1.0])
+    assert accessor(prims[1]["indices"]).size == 3 * len(teeth)
+    assert accessor(prims[0]["indices"]).size == 3 * int(parted.textured_triangles.sum())
+    # Without explicit parts the model's own are used (with the model's reflectances).
+    document, _ = parse_glb(gltf.face_glb(parted, fitted["vertices"], fitted["exp"], texture_png(), UV))
+    np.testing.assert_allclose(document["materials"][1]["pbrMetallicRoughness"]["baseColorFactor"],
+                               [0.9, 0.85, 0.8, 1.0], atol=1e-6)

@@ -592,10 +592,12 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
     from tf_facetex.export import gltf as gltf_export
     written.append(gltf_export.write_face_glb(
         folder / "mesh.glb", model, result.vertices, result.coeffs[layout.slices["exp"]], paths["texture"],
-        posed_vertices=result.posed_vertices if options.mesh_pose == "posed" else None))
+        posed_vertices=result.posed_vertices if options.mesh_pose == "posed" else None,
+        part_albedo=getattr(result, "part_albedo", None)))
     from tf_facetex import viewer
     written.append(viewer.write_face_viewer(folder, model, result.vertices, paths["texture"],
-                                            result.posed_vertices if options.mesh_pose == "posed" else None))
+                                            result.posed_vertices if options.mesh_pose == "posed" else None,
+                                            part_albedo=getattr(result, "part_albedo", None)))
     written.append(io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)))
     written.append(io_utils.write_image(folder / "shading.png", fill(np.clip(result.shading_uv, 0, 1))))
     written.append(io_utils.write_image(folder / "visibility.png", result.visibility_uv[..., 0] * uv_mask))

@@ -115,6 +115,27 @@ def split_seams(triangles, uv_triangles):
     return unique[:, 0], unique[:, 1], inverse.reshape(-1, 3).astype(np.int64)
 
 
+def model_parts(model, part_albedo=None):
+    """The `MeshPart`s of a face model with named part groups (``triangle_parts`` [F] into ``part_names``, part 0 the
+    textured skin; ``part_albedo`` [P, 3] flat reflectances, or the photo's), or None for a model without parts.
+
+    Materials are named as in the OBJ: the skin ``face_albedo``, the others ``part_<name>``.
+    """
+    triangle_parts = getattr(model, "triangle_parts", None)
+    if triangle_parts is None or not np.any(np.asarray(triangle_parts) != 0):
+        return None
+    triangle_parts = np.asarray(triangle_parts)
+    names = list(getattr(model, "part_names"))
+    albedo = np.asarray(model.part_albedo if part_albedo is None else part_albedo, np.float64)
+    textured = np.asarray(model.textured_triangles, bool)
+    parts = [MeshPart(MATERIAL_NAME, np.flatnonzero(textured & (triangle_parts == 0)))]
+    for index, name in enumerate(names[1:], start=1):
+        colour = tuple(float(c) for c in np.clip(albedo[index], 0.0, 1.0)) + (1.0,)
+        parts.append(MeshPart(f"part_{name}", np.flatnonzero(triangle_parts == index), base_color=colour,
+                              textured=False))
+    return parts
+
+
 def face_primitives(model, neutral_vertices, exp_deltas, uv_size, parts: Sequence[MeshPart] = None,
                     rotation=None, translation=None, scale=DECIMETRES_TO_METRES, morph_normals=True):
     """The face's primitives and materials.
@@ -123,8 +144,8 @@ def face_primitives(model, neutral_vertices, exp_deltas, uv_size, parts: Sequenc
       model: the `MorphableModel` (triangles, uv_coords, uv_triangles, textured_triangles).
       neutral_vertices: [N, 3] the fitted identity without expression, model frame and units (decimetres).
       exp_deltas: [E, N, 3] per-expression offsets (``model.exp_basis``) or None (no morph targets).
-      uv_size: the texture size S (half-texel shift); parts: `MeshPart`s, default one textured part = the model's
-        textured triangles; rotation, translation: optional pose [3, 3], [3] (decimetres) applied to everything.
+      uv_size: the texture size S (half-texel shift); parts: `MeshPart`s, default `model_parts` (the model's
+        named parts) or else one textured part = the model's textured triangles; rotation, translation: optional pose [3, 3], [3] (decimetres) applied to everything.
       scale: positions' unit (default decimetres -> metres); morph_normals: also write NORMAL deltas.
     Returns:
       ([Primitive], [Material]).
@@ -143,6 +164,8 @@ def face_primitives(model, neutral_vertices, exp_deltas, uv_size, parts: Sequenc
         normals = normals @ rotation.T
         deltas = None if deltas is None else deltas @ rotation.T
         target_normal_deltas = None if target_normal_deltas is None else target_normal_deltas @ rotation.T
+    if parts is None:
+        parts = model_parts(model)
     if parts is None:
         parts = [MeshPart(MATERIAL_NAME, np.flatnonzero(np.asarray(model.textured_triangles, bool)))]
     primitives, materials = [], []
@@ -296,6 +319,16 @@ def read_glb(data: bytes):
 
 
 # ----------------------------------------------------------------------------------------------- the face
+def png_size(png: bytes) -> int:
+    """The side of a square PNG from its IHDR chunk; ValueError for anything else."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("the albedo texture is not a PNG file")
+    width, height = struct.unpack(">II", png[16:24])
+    if width != height:
+        raise ValueError(f"the albedo texture must be square, got {width} x {height}")
+    return int(width)
+
+
 def face_glb(model, vertices, exp_weights, texture_png: bytes, uv_size, posed_vertices=None,
              parts: Sequence[MeshPart] = None, with_morph_targets=True, morph_normals=True, extras=None) -> bytes:
     """The GLB of one reconstructed face.
@@ -326,13 +359,15 @@ def face_glb(model, vertices, exp_weights, texture_png: bytes, uv_size, posed_ve
     return glb_bytes(document, binary)
 
 
-def write_face_glb(path, model, vertices, exp_weights, texture_path, posed_vertices=None, parts=None, extras=None):
-    """Writes `face_glb` to ``path`` atomically, embedding the PNG at ``texture_path``; returns the path."""
+def write_face_glb(path, model, vertices, exp_weights, texture_path, posed_vertices=None, parts=None, extras=None,
+                   part_albedo=None):
+    """Writes `face_glb` to ``path`` atomically, embedding the PNG at ``texture_path``; returns the path.
+    ``part_albedo`` [P, 3]: the photo's reflectances of the model's parts (default: the model's; see `model_parts`)."""
     from tf_facetex import io_utils
 
     texture_png = pathlib.Path(texture_path).read_bytes()
-    width, height = struct.unpack(">II", texture_png[16:24])          # the PNG's IHDR
-    if width != height:
-        raise ValueError(f"the albedo texture must be square, got {width} x {height}")
+    width = png_size(texture_png)
+    if parts is None:
+        parts = model_parts(model, part_albedo)
     return io_utils.write_bytes(path, face_glb(model, vertices, exp_weights, texture_png, width, posed_vertices,
                                                parts, extras=extras))

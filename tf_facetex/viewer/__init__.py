@@ -53,17 +53,17 @@ def write_viewer(path, glb_bytes: bytes, title="tf_facetex face") -> pathlib.Pat
     return io_utils.write_text(path, viewer_html(glb_bytes, title))
 
 
-def write_face_viewer(folder, model, vertices, texture_path, posed_vertices=None, parts=None) -> pathlib.Path:
-    """``folder/viewer.html`` for a face folder: the fitted mesh (as `gltf.face_glb` without morph targets) and the
-    albedo PNG at ``texture_path``."""
-    import struct
-
+def write_face_viewer(folder, model, vertices, texture_path, posed_vertices=None, parts=None,
+                      part_albedo=None) -> pathlib.Path:
+    """``folder/viewer.html`` for a face folder: the fitted mesh (as `gltf.face_glb` without morph targets, with the
+    model's parts when it has them) and the albedo PNG at ``texture_path``."""
     from tf_facetex.export import gltf
 
     texture_png = pathlib.Path(texture_path).read_bytes()
-    size = struct.unpack(">I", texture_png[16:20])[0]
-    glb = gltf.face_glb(model, vertices, None, texture_png, size, posed_vertices=posed_vertices, parts=parts,
-                        with_morph_targets=False)
+    if parts is None:
+        parts = gltf.model_parts(model, part_albedo)
+    glb = gltf.face_glb(model, vertices, None, texture_png, gltf.png_size(texture_png), posed_vertices=posed_vertices,
+                        parts=parts, with_morph_targets=False)
     return write_viewer(pathlib.Path(folder) / PAGE_NAME, glb, title=f"tf_facetex: {pathlib.Path(folder).name}")
 
 
