@@ -10,7 +10,7 @@ NODE_MODULES="$TOOLS/npm/node_modules"
 VERSION=$(node -p "require('$NODE_MODULES/three/package.json').version")
 NODE_PATH="$NODE_MODULES" "$NODE_MODULES/.bin/esbuild" "$ROOT/tf_facetex/viewer/src/viewer.mjs" \
   --bundle --minify --format=iife --target=es2020 --legal-comments=none \
-  --banner:js="/* tf_facetex viewer + three.js r${VERSION#0.} (MIT, see LICENSE.three.txt) */" \
+  --banner:js="/* tf_facetex viewer + three.js ${VERSION} (MIT, see LICENSE.three.txt) */" \
   --outfile="$ROOT/tf_facetex/viewer/facetex_viewer.js"
 cp "$NODE_MODULES/three/LICENSE" "$ROOT/tf_facetex/viewer/LICENSE.three.txt"
 ls -l "$ROOT/tf_facetex/viewer/facetex_viewer.js"
