@@ -58,7 +58,7 @@ def test_beam_writes_the_same_face_folders_as_reconstruct(photos, tmp_path):
         albedo_b = cv2.imread(str(tmp_path / "beam" / name / "albedo.png")).astype(np.float64)
         assert np.abs(albedo_a - albedo_b).mean() < 0.5, name
         differences[name] = {"coefficients": max(float(np.abs(np.subtract(b["coefficients"][k], a["coefficients"][k])).max())
-                                                 for k in a["coefficients"]),
+                                                 for k in a["coefficients"] if len(a["coefficients"][k])),
                              "albedo_png_levels": float(np.abs(albedo_a - albedo_b).max())}
         for key, value in a["metrics"].items():
             assert abs(b["metrics"][key] - value) < 0.05, (name, key, value, b["metrics"][key])
