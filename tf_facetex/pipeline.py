@@ -45,6 +45,8 @@ OUTPUT_FILES = {
     "visibility.png": "texels the photo showed (white) vs. completed ones (black)",
     "mesh.obj": "textured mesh (metres, y up, face towards +z; `vt` half-texel exact)",
     "mesh.mtl": "material referencing albedo.png",
+    "mesh.glb": "glTF 2.0: the same mesh, albedo embedded, the expressions as named morph targets",
+    "viewer.html": "interactive 3D viewer of the face with a movable light (self-contained, works offline)",
     "coefficients.json": "named coefficients, tone, face model, alignment transform, camera, metrics",
     "aligned.png": "the aligned 224 x 224 input crop",
     "render_detailed.png": "R(A', L'): the re-render with the detailed light (RGBA, alpha = rendered face)",
@@ -591,6 +593,15 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
     paths = mesh_export.write_textured_obj(folder, mesh, np.clip(result.albedo_uv, 0, 1), texture_name="albedo.png",
                                            uv_mask=uv_mask, header=header)
     written += [paths["texture"], paths["mtl"], paths["obj"]]
+    from tf_facetex.export import gltf as gltf_export
+    written.append(gltf_export.write_face_glb(
+        folder / "mesh.glb", model, result.vertices, result.coeffs[layout.slices["exp"]], paths["texture"],
+        posed_vertices=result.posed_vertices if options.mesh_pose == "posed" else None,
+        part_albedo=getattr(result, "part_albedo", None)))
+    from tf_facetex import viewer
+    written.append(viewer.write_face_viewer(folder, model, result.vertices, paths["texture"],
+                                            result.posed_vertices if options.mesh_pose == "posed" else None,
+                                            part_albedo=getattr(result, "part_albedo", None)))
     written.append(io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)))
     written.append(io_utils.write_image(folder / "shading.png", fill(np.clip(result.shading_uv, 0, 1))))
     written.append(io_utils.write_image(folder / "visibility.png", result.visibility_uv[..., 0] * uv_mask))
@@ -826,6 +837,8 @@ def completed_folders(out_dir) -> List[pathlib.Path]:
 
 def index_html(out_dir, errors=()) -> str:
     """An HTML contact sheet of every completed face folder in ``out_dir`` (relative links) and the errors."""
+    from tf_facetex import viewer
+
     out_dir = pathlib.Path(out_dir)
     rows = []
     for folder in completed_folders(out_dir):
@@ -844,7 +857,7 @@ def index_html(out_dir, errors=()) -> str:
             f'<tr><td><b>{name}</b><br><small>{html.escape(str(record.get("source_image", "")))}</small><br>'
             f'<small>{html.escape(numbers)}</small></td>'
             f'<td><a href="{href("overlay.jpg")}"><img src="{href("thumbnail.jpg")}" alt="{name}" '
-            f'loading="lazy"></a></td><td class="links">{links}</td></tr>')
+            f'loading="lazy"></a></td>{viewer.contact_sheet_cell(folder, href(""))}<td class="links">{links}</td></tr>')
     error_rows = "".join(f"<li><code>{html.escape(e['input'])}</code>: {html.escape(e['error'])}</li>"
                          for e in errors)
     legend = "".join(f"<li><code>{html.escape(f)}</code>: {html.escape(d)}</li>" for f, d in OUTPUT_FILES.items())
@@ -854,7 +867,7 @@ def index_html(out_dir, errors=()) -> str:
 img{{height:128px}}td.links{{font-size:90%;max-width:40em}}</style></head><body>
 <h1>tf_facetex results</h1>
 <p>{len(rows)} face(s). Thumbnails: aligned input | R(A', L') | albedo A'. Click a thumbnail for the overlay on
-the photo.</p>
+the photo. 3D viewer: drag to turn, wheel to zoom; the sliders or a right-button drag move the light.</p>
 <table>{''.join(rows)}</table>
 {f'<h2>Errors ({len(errors)})</h2><ul>{error_rows}</ul>' if errors else ''}
 <h2>Files in each folder</h2><ul>{legend}</ul>
