@@ -59,9 +59,10 @@ def main(argv):
     if unknown:
         raise FaceTexError(f"--configs: unknown {sorted(unknown)}; known: {sorted(detection.CONFIGS)}")
     faces = paths.faces_dir()
-    results = {"protocol": {"aligned_nme": detection.ALIGNED_NME, "configs": {k: detection.CONFIGS[k]
-                                                                              for k in FLAGS.configs},
-                            "command": " ".join(sys.argv)}, "sets": {}}
+    results = {"command": " ".join(sys.argv),
+               "protocol": {"aligned_nme": detection.ALIGNED_NME,
+                            "configs": {name: detection.CONFIGS[name] for name in FLAGS.configs}},
+               "sets": {}}
     timing = {}
     cnn = FaceDetector("cnn")
 

@@ -71,9 +71,10 @@ def main(argv):
     config = pipeline.ReconstructionConfig(fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
                                            turntable_yaws=())   # turntables are not scored
     reconstructor = pipeline.Reconstructor(model, config)
-    report = {"protocol": {"subjects": subjects, "lights": FLAGS.lights, "pipeline": reconstructor.describe(),
-                           "masker": FLAGS.masker, "detector": finder.aligner.detector.describe(),
-                           "command": " ".join(sys.argv)}, "subjects": {}}
+    report = {"command": " ".join(sys.argv),
+              "protocol": {"subjects": subjects, "lights": FLAGS.lights, "pipeline": reconstructor.describe(),
+                           "masker": FLAGS.masker, "detector": finder.aligner.detector.describe()},
+              "subjects": {}}
     first = None
     start = time.perf_counter()
     for subject in subjects:
@@ -87,23 +88,25 @@ def main(argv):
         scores["seconds"] = round(time.perf_counter() - t0, 1)
         report["subjects"][subject] = scores
         print(f"[eval_relight] {subject}: CV A' {scores['cv_albedo']:.3f} / lit {scores['cv_lit']:.3f} = ratio "
-              f"{scores['ratio']:.3f}; relit {scores['relit_psnr_mean']:.2f} dB vs photo i {scores['baseline_psnr_mean']:.2f}"
+              f"{scores['ratio']:.3f}; relit {scores['relit_psnr_mean']:.2f} dB vs photo i "
+              f"{scores['baseline_psnr_mean']:.2f}"
               f" dB (gain {scores['gain_db']:+.2f}); {scores['seconds']:.0f} s", flush=True)
         if first is None:
             first = (subject, results, cross)
         io_utils.write_json(FLAGS.json, report)   # partial results survive an interrupted run
     values = list(report["subjects"].values())
-    report["summary"] = {name: float(np.mean([v[name] for v in values]))
-                         for name in ("ratio", "cv_albedo", "cv_lit", "relit_psnr_mean", "baseline_psnr_mean", "gain_db")}
-    report["summary"].update({"subjects": len(values), "photos": len(values) * len(FLAGS.lights),
+    names = ("ratio", "cv_albedo", "cv_lit", "relit_psnr_mean", "baseline_psnr_mean", "gain_db")
+    report["summary"] = {name: float(np.mean([v[name] for v in values])) for name in names}
+    photos = len(values) * len(FLAGS.lights)
+    report["summary"].update({"subjects": len(values), "photos": photos,
                               "ratio_per_subject": [round(v["ratio"], 4) for v in values],
                               "gain_db_per_subject": [round(v["gain_db"], 3) for v in values],
-                              "seconds_per_photo": round((time.perf_counter() - start) / max(len(values) * len(FLAGS.lights), 1), 1)})
+                              "seconds_per_photo": round((time.perf_counter() - start) / max(photos, 1), 1)})
     io_utils.write_json(FLAGS.json, report)
     if FLAGS.figure and first is not None:
         subject, results, cross = first
-        io_utils.write_image(FLAGS.figure, relight.subject_figure(results, cross, [f"{subject} {c}" if k == 0 else c
-                                                                                    for k, c in enumerate(FLAGS.lights)]))
+        titles = [f"{subject} {code}" if k == 0 else code for k, code in enumerate(FLAGS.lights)]
+        io_utils.write_image(FLAGS.figure, relight.subject_figure(results, cross, titles))
     s = report["summary"]
     print(f"[eval_relight] {s['subjects']} subjects: ratio {s['ratio']:.3f}, relit {s['relit_psnr_mean']:.2f} dB vs "
           f"{s['baseline_psnr_mean']:.2f} dB (gain {s['gain_db']:+.2f} dB) -> {FLAGS.json}")

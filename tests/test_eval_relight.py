@@ -54,7 +54,8 @@ def test_five_point_nme_and_eye_nme():
     from tf_facetex.data.align import five_points
     reference = five_points(landmarks)
     iod = np.linalg.norm(reference[0] - reference[1])
-    assert detection.five_point_nme(landmarks + np.array([3.0, 4.0], np.float32), reference) == pytest.approx(5 / iod, rel=1e-5)
+    shifted = landmarks + np.array([3.0, 4.0], np.float32)
+    assert detection.five_point_nme(shifted, reference) == pytest.approx(5 / iod, rel=1e-5)
     eyes = reference[:2]
     assert detection.eye_nme(landmarks, eyes[::-1]) == pytest.approx(0.0, abs=1e-6)   # either label order
 

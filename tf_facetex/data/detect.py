@@ -332,7 +332,8 @@ def _rescale_face(face: Face, factor: np.ndarray, shape) -> Face:
                 detector=face.detector)
 
 
-def detect_faces(image: np.ndarray, all_faces: bool = False, detector: str = "auto", name: str = "<image>") -> List[Face]:
+def detect_faces(image: np.ndarray, all_faces: bool = False, detector: str = "auto",
+                 name: str = "<image>") -> List[Face]:
     """Convenience wrapper: ``FaceDetector(detector).detect(image, all_faces, name)`` (models cached)."""
     return FaceDetector(detector).detect(image, all_faces=all_faces, name=name)
 
@@ -532,9 +533,9 @@ class GuidedDetector:
         self.detector_name = detector.detector_name
 
     def describe(self) -> str:
+        mode = getattr(self.group, "mode", "")
         extra = [text for flag, text in ((self.face_box is not None, "given box"), (self.boxes is not None, "box file"),
-                                         (self.group is not None, f"group fallback ({getattr(self.group, 'mode', '')})"))
-                 if flag]
+                                         (self.group is not None, f"group fallback ({mode})")) if flag]
         return self.detector.describe() + "".join(f", {text}" for text in extra)
 
     def landmarks_in_box(self, image, box):

@@ -23,7 +23,8 @@ VISIBLE = 0.5
 def common_texels(visibility_uv, uv_mask) -> np.ndarray:
     """Texels seen in every photo: visibility [K, S, S, 1], uv_mask [S, S, 1] -> bool [S, S]."""
     visibility_uv = np.asarray(visibility_uv, np.float32)
-    return np.all(visibility_uv[..., 0] > VISIBLE, axis=0) & (np.asarray(uv_mask).reshape(visibility_uv.shape[1:3]) > 0.5)
+    inside = np.asarray(uv_mask).reshape(visibility_uv.shape[1:3]) > 0.5
+    return np.all(visibility_uv[..., 0] > VISIBLE, axis=0) & inside
 
 
 def texel_cv(maps, mask) -> float:
@@ -123,8 +124,9 @@ def evaluate_subject(reconstructor, faces, photos) -> dict:
     """Reconstructs one subject's photos (``faces``: AlignedFace list; ``photos``: the originals) and scores
     them. Returns (report dict with plain types, results, cross dict)."""
     results = reconstructor.reconstruct(faces)
-    consistency = albedo_consistency(np.stack([r.albedo_uv for r in results]), np.stack([r.shading_uv for r in results]),
-                                     np.stack([r.visibility_uv for r in results]), reconstructor.uv_mask)
+    stack = lambda name: np.stack([getattr(r, name) for r in results])  # noqa: E731
+    consistency = albedo_consistency(stack("albedo_uv"), stack("shading_uv"),
+                                     stack("visibility_uv"), reconstructor.uv_mask)
     cross = cross_relight(reconstructor, results, photos)
     report = {**consistency,
               "relit_psnr_mean": cross["relit_psnr_mean"], "baseline_psnr_mean": cross["baseline_psnr_mean"],
