@@ -199,3 +199,18 @@ def test_grey_where_averages_albedo_and_light_channels_of_grey_items_only():
     np.testing.assert_allclose(grey_light[1], light[1])
     np.testing.assert_allclose(grey_gamma[0, :9], gamma[0].reshape(3, 9).mean(0), atol=1e-6)
     np.testing.assert_allclose(grey_gamma[1], gamma[1])
+
+
+def test_group_fallback_reuses_the_donor_scan(tmp_path, astronaut, reference):
+    from tf_facetex.data.images import load_image
+    from tf_facetex.io_utils import write_image
+    write_image(tmp_path / "a.png", astronaut)
+    write_image(tmp_path / "b.png", np.zeros_like(astronaut))
+    guided = detect.build_detector("hog", group_fallback="landmarks")
+    calls = []
+    original = guided.detector.detect
+    guided.detector.detect = lambda image, all_faces=False, name="": calls.append(name) or original(image, all_faces, name)
+    guided.detect(load_image(tmp_path / "b.png"), name=str(tmp_path / "b.png"))     # scans a.png for a donor
+    face = guided.detect(load_image(tmp_path / "a.png"), name=str(tmp_path / "a.png"))[0]
+    assert calls == [str(tmp_path / "b.png"), str(tmp_path / "a.png")]              # a.png detected once
+    np.testing.assert_allclose(face.landmarks, reference.landmarks, atol=1e-4)

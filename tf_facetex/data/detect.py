@@ -472,6 +472,12 @@ class GroupFallback:
         self.load = load
         self._faces: Dict[str, Optional[tuple]] = {}   # name -> (Face, quality, image shape) or None
 
+    def cached(self, name: str) -> Optional[Face]:
+        """The face found earlier in the photo called ``name`` (a copy), or None."""
+        entry = self._faces.get(str(name))
+        return None if entry is None else dataclasses.replace(entry[0], box=entry[0].box.copy(),
+                                                              landmarks=entry[0].landmarks.copy())
+
     def remember(self, name: str, image: np.ndarray, face: Optional[Face]):
         self._faces[str(name)] = None if face is None else (face, lighting_quality(image, face.box), image.shape[:2])
 
@@ -548,6 +554,8 @@ class GuidedDetector:
                 return [self.detector.face_in_box(image, box)]
             except FaceTexError as err:
                 raise NoFaceError(f"{name}: {err}") from None
+        if self.group is not None and not all_faces and self.group.cached(name) is not None:
+            return [self.group.cached(name)]   # detected already while looking for a donor
         try:
             faces = self.detector.detect(image, all_faces=all_faces, name=name)
         except NoFaceError:
