@@ -41,7 +41,16 @@ flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj geomet
                   "expression in the model frame (centred, facing +z); 'posed' = as seen in the photo (world frame, "
                   "camera at z = +1 m).")
 flags.DEFINE_string("turntable_light", "studio", "Light preset of turntable.png (see scripts/relight.py --help).")
-flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector (cnn: slower, finds more faces).")
+flags.DEFINE_enum("detector", "auto", ["auto", "hog", "cnn"], "dlib face detector: auto = HOG, then the CNN "
+                  "(slower, finds dark / side-lit faces) only when HOG finds nothing; each also on an "
+                  "exposure-normalised copy. coefficients.json records which found the face.")
+flags.DEFINE_string("face_box", None, "x0,y0,x1,y1: the face's box in pixels (every input), when you know where the "
+                    "face is; the detector refines it when it finds a face there, else the box is used as is.")
+flags.DEFINE_string("box_file", None, "Per-photo face boxes: JSON {photo path: [x0, y0, x1, y1]} or TSV lines "
+                    "'path<TAB>x0<TAB>y0<TAB>x1<TAB>y1' (paths as given, relative to the file, or file names).")
+flags.DEFINE_enum("group_fallback", "none", ["none", "landmarks", "box"], "Photos of one folder are one subject: a "
+                  "photo with no detection borrows the landmarks (same camera, e.g. a light stage) or the box of the "
+                  "best-lit photo of its folder that has one.")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (which pixels the fit explains and "
                   "the unwrap keeps): the parsing network (falls back to 'skin' when its weights are missing), the "
                   "landmark + skin-colour mask, or the landmark hull.")
@@ -74,7 +83,11 @@ def main(argv):
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
     for note in listing.notes:
         print(f"[reconstruct] {note}")
-    preprocessor = pipeline.FaceFinder(detector=FLAGS.detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
+    from tf_facetex.data.detect import build_detector
+
+    detector = build_detector(FLAGS.detector, face_box=FLAGS.face_box, box_file=FLAGS.box_file,
+                              group_fallback=FLAGS.group_fallback)
+    preprocessor = pipeline.FaceFinder(detector=detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
 
     def make_reconstructor():
         from tf_facetex.face_model import load_face_model
@@ -110,7 +123,8 @@ def main(argv):
     for output in summary.outputs:
         metrics = output["metrics"]
         print(f"  {output['folder']}/  R(A',L') {metrics['detailed_psnr_db']:.2f} dB, R(A',L) "
-              f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)")
+              f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)"
+              + (f"; face from {output['detector']}" if output.get("detector", "hog") != "hog" else ""))
     for error in summary.errors:
         print(f"  {'skipped' if error.get('skipped') else 'failed'}: {error['error']}")
     skipped = f", {summary.skipped} entries skipped" if summary.skipped else ""

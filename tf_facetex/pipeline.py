@@ -420,6 +420,11 @@ class Reconstructor:
         prior_out = self.prior(images, landmarks, masks.astype(np.float32))
         refined = self.refiner(prior_out)
         albedo_uv, light_uv = refined["albedo_uv"], refined["light_uv"]
+        grey = [bool(getattr(face, "grayscale", False)) for face in faces]
+        if any(grey):  # a grey photo has a grey albedo and light (tf_facetex/grayscale.py)
+            from tf_facetex.grayscale import grey_where
+            albedo_uv, light_uv, gamma = grey_where(grey, albedo_uv, light_uv, prior_out["gamma"])
+            prior_out = {**prior_out, "gamma": gamma}
         posed = prior_out["posed_vertices"]
         raster = self.renderer.rasterize(posed)
         normals_uv = prior_out["normals_uv"]
@@ -512,7 +517,9 @@ def coefficients_record(result: FaceResult, model, layout, source, info=None) ->
             "landmarks_photo": apply_affine(face.inverse, face.landmarks).tolist(),
             "box": None if face.box is None else np.asarray(face.box).tolist(),
             "detector_score": float(face.score),
+            "detector": getattr(face, "detector", "hog"),
         },
+        "grayscale_input": bool(getattr(face, "grayscale", False)),
         "conventions": {
             "coefficients": "[id, exp, tex, angles(3, radians: pitch, yaw, roll), gamma(27), translation(3, dm)]",
             "pose": "R = Rz(roll) Ry(yaw) Rx(pitch), posed = R v + t; model units decimetres, y up, face towards +z",
@@ -627,11 +634,12 @@ class FaceFinder:
     face should be rejected in a second, not after that.
 
     Args:
-      detector: 'hog' or 'cnn'; masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a
-      `FaceMasker`; all_faces: every face instead of the largest.
+      detector: 'auto', 'hog', 'cnn' or a detector object (`tf_facetex.data.detect.build_detector`);
+      masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a `FaceMasker`;
+      all_faces: every face instead of the largest.
     """
 
-    def __init__(self, detector="hog", masker="parsing", all_faces=False, log=print):
+    def __init__(self, detector="auto", masker="parsing", all_faces=False, log=print):
         from tf_facetex.data.align import FacePreprocessor
 
         self.aligner = FacePreprocessor(detector=detector, masker=None, all_faces=all_faces)
@@ -802,7 +810,7 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], Reconst
                                    info={"pipeline": reconstructor.describe(), **(run_info or {})})
                 publish_folder(staging, out_dir / name)
                 summary.outputs.append({"input": str(path), "folder": name, "face_index": face.face_index,
-                                        "metrics": result.metrics})
+                                        "detector": getattr(face, "detector", "hog"), "metrics": result.metrics})
             except Exception as err:  # noqa: BLE001
                 if staging is not None:
                     shutil.rmtree(staging, ignore_errors=True)
