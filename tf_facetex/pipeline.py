@@ -612,24 +612,25 @@ class FaceFinder:
     face should be rejected in a second, not after that.
 
     Args:
-      detector: 'hog' or 'cnn'; masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a
-      `FaceMasker`; all_faces: every face instead of the largest.
+      detector: 'hog' or 'cnn'; masker: 'parsing' (the shipped network; 'skin' with a WARNING when the default file is missing), 'skin', 'hull' or a
+      `FaceMasker`; all_faces: every face instead of the largest; parsing_weights: the parsing net's file
+      (default: `paths.parsing_net_weights()`, the shipped saved_models/parsing_net/parsing_net.keras).
     """
 
-    def __init__(self, detector="hog", masker="parsing", all_faces=False, log=print):
+    def __init__(self, detector="hog", masker="parsing", all_faces=False, log=print, parsing_weights=None):
         from tf_facetex.data.align import FacePreprocessor
 
         self.aligner = FacePreprocessor(detector=detector, masker=None, all_faces=all_faces)
         self.masker_spec = masker
         self.masker = None if isinstance(masker, str) else masker
+        self.parsing_weights = parsing_weights
         self.log = log
 
     def _masker(self):
         if self.masker is None:
-            from tf_facetex import paths
             from tf_facetex.data.parsing_net import masker_from_name
 
-            self.masker = masker_from_name(self.masker_spec, paths.parsing_net_weights(), log=self.log)
+            self.masker = masker_from_name(self.masker_spec, self.parsing_weights, log=self.log)
         return self.masker
 
     def from_image(self, image, name="<image>"):
