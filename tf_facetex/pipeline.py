@@ -300,7 +300,7 @@ class FaceResult:
     visibility_uv: np.ndarray       # [S, S, 1]
     render_detailed: np.ndarray     # [H, H, 3] R(A', L')
     render_coarse: np.ndarray       # [H, H, 3] R(A', L), L = gamma
-    render_mask: np.ndarray         # [H, H, 1] M_proj
+    render_mask: np.ndarray         # [H, H, 1] M_proj, plus the pixels of the model's parts (eyes, teeth, ...)
     face_mask: np.ndarray           # [H, H, 1] M_face = face (skin) mask x M_proj: where the photo is explained
     vertices: np.ndarray            # [N, 3] fitted identity + expression, model frame, decimetres (unposed)
     normals: np.ndarray             # [N, 3] their unit normals
@@ -308,6 +308,7 @@ class FaceResult:
     posed_normals: np.ndarray       # [N, 3]
     turntable: Optional[np.ndarray]  # [H, H * views, 3] in [0, 1], or None
     metrics: dict
+    part_albedo: Optional[np.ndarray] = None  # [P, 3] reflectance of the model's parts (eyes, teeth, ...), or None
 
 
 def _numpy(value) -> np.ndarray:
@@ -315,7 +316,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
-                 background=0.0):
+                 background=0.0, with_parts=None):
     """Renders faces with given coefficients under any light and pose (relighting, turntables).
 
     Args:
@@ -323,6 +324,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
       coeffs: [B, C] (identity and expression used; angles / translation unless overridden).
       albedo_uv: [B, S, S, 3]; light: [B, 27] global SH or [B, S, S, 27] per-texel map.
       angles: [B, 3] (pitch, yaw, roll) radians, or None = the coefficients'; translation: [B, 3] or None.
+      with_parts: (model, part_albedo [B, P, 3]) to render the model's eyes, teeth and sockets too (shaded by the
+        global light; a per-texel light map lights them by its chart mean), or None.
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
@@ -338,8 +341,20 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
     posed = camera.rigid_transform(vertices, angles, translation)
     raster = renderer.rasterize(posed)
     normals_uv = renderer.normals_uv(posed_vertices=posed)
-    return renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
-                           background=background)
+    image, mask = renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
+                                  background=background)
+    if with_parts is not None and with_parts[0].has_parts:
+        from tf_facetex.rendering import parts as parts_lib
+
+        model, part_albedo = with_parts
+        light = tf.convert_to_tensor(light, tf.float32)
+        gamma = light if light.shape.rank == 2 else (tf.reduce_sum(light * renderer.uv_mask, axis=[1, 2])
+                                                     / tf.reduce_sum(renderer.uv_mask))
+        part_image, part_mask = parts_lib.render_parts(model.triangles, model.triangle_parts, raster, part_albedo,
+                                                       gamma, renderer.vertex_normals(posed))
+        image = image * (1.0 - part_mask) + part_image * part_mask
+        mask = tf.minimum(mask + part_mask, 1.0)
+    return image, mask
 
 
 def turntable_poses(count_or_yaws=TURNTABLE_YAWS):
@@ -419,6 +434,17 @@ class Reconstructor:
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
+        part_albedo = None
+        if self.model.has_parts:  # eyes, teeth, sockets close the render (tf_facetex.rendering.parts)
+            from tf_facetex.rendering import parts as parts_lib
+
+            vertex_normals = self.renderer.vertex_normals(posed)
+            part_albedo, iris_pixels = parts_lib.estimate_iris_albedo(self.model, raster, images, prior_out["gamma"],
+                                                                      vertex_normals, masks)
+            part_image, part_mask = parts_lib.render_parts(self.model.triangles, self.model.triangle_parts, raster,
+                                                           part_albedo, prior_out["gamma"], vertex_normals)
+            coarse, _ = parts_lib.composite(coarse, render_mask, part_image, part_mask)
+            detailed, render_mask = parts_lib.composite(detailed, render_mask, part_image, part_mask)
         shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
         parts = self.layout.split(prior_out["coeffs"])
         decoded = self.decoder({"id": parts["id"], "exp": parts["exp"]})
@@ -429,7 +455,8 @@ class Reconstructor:
             "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
         }
         posed_normals = self.renderer.vertex_normals(posed)
-        turntables = self._turntables(prior_out["coeffs"], albedo_uv) if self.config.turntable_yaws else None
+        turntables = (self._turntables(prior_out["coeffs"], albedo_uv, part_albedo) if self.config.turntable_yaws
+                      else None)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
         # ~7x slower at batch 16, scripts/bench.py).
         psnr = {name: _numpy(value) for name, value in psnr.items()}
@@ -446,15 +473,20 @@ class Reconstructor:
             if landmark_error is not None:
                 face_metrics["landmark_error_px"] = float(landmark_error[b])
             face_metrics["uv_seen_fraction"] = float(arrays["visibility_uv"][b].sum() / max(self.uv_mask.sum(), 1.0))
+            if part_albedo is not None:
+                face_metrics["iris_pixels"] = int(iris_pixels[b])
             out.append(FaceResult(face=face, **{name: value[b] for name, value in arrays.items()},
-                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics))
+                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics,
+                                  part_albedo=None if part_albedo is None else part_albedo[b]))
         return out
 
-    def render(self, coeffs, albedo_uv, light, angles=None, translation=None):
-        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1])."""
-        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation)
+    def render(self, coeffs, albedo_uv, light, angles=None, translation=None, part_albedo=None):
+        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1]).
+        With ``part_albedo`` [B, P, 3] (a model with parts) the eyes, teeth and sockets are rendered too."""
+        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation,
+                            with_parts=None if part_albedo is None else (self.model, part_albedo))
 
-    def _turntables(self, coeffs, albedo_uv):
+    def _turntables(self, coeffs, albedo_uv, part_albedo=None):
         """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred)."""
         import tensorflow as tf
 
@@ -466,7 +498,9 @@ class Reconstructor:
         strips = []
         for b in range(int(coeffs.shape[0])):
             images, _ = self.render(tf.repeat(coeffs[b:b + 1], views, axis=0),
-                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation)
+                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation,
+                                    part_albedo=None if part_albedo is None else np.repeat(part_albedo[b:b + 1],
+                                                                                           views, axis=0))
             strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
         return strips
 
@@ -584,8 +618,9 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
                                      uv_size=result.albedo_uv.shape[0])
     header = [f"tf_facetex reconstruction of {source} (face {getattr(result.face, 'face_index', 0)})",
               f"face model {model.name}; {options.mesh_pose}; metres, y up, face towards +z"]
+    parts = mesh_export.part_meshes(model, vertices, normals if options.mesh_normals else None, result.part_albedo)
     paths = mesh_export.write_textured_obj(folder, mesh, np.clip(result.albedo_uv, 0, 1), texture_name="albedo.png",
-                                           uv_mask=uv_mask, header=header)
+                                           uv_mask=uv_mask, header=header, parts=parts)
     written += [paths["texture"], paths["mtl"], paths["obj"]]
     written.append(io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)))
     written.append(io_utils.write_image(folder / "shading.png", fill(np.clip(result.shading_uv, 0, 1))))
