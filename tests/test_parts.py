@@ -119,14 +119,16 @@ def test_render_parts_and_iris_estimate_recover_a_known_albedo(ict, renderer):
     image, mask = parts_lib.render_parts(ict.triangles, ict.triangle_parts, raster, albedo, gamma, normals)
     assert mask.numpy().sum() > 100 and float(tf.reduce_max(image)) <= 1.5
     face_mask = np.ones((1, SIZE, SIZE, 1), np.float32)
-    estimated, pixels = parts_lib.estimate_iris_albedo(ict, raster, image.numpy(), gamma, normals, face_mask)
-    assert pixels[0] >= 12
+    estimated, pixels = parts_lib.estimate_part_albedo(ict, raster, image.numpy(), gamma, normals, face_mask)
+    assert pixels["iris_left"][0] >= 12 and pixels["sclera_left"][0] >= 12
     np.testing.assert_allclose(estimated[0, iris], [[0.10, 0.45, 0.20]] * 2, atol=1e-3)
-    # everything else keeps its default; with the eyes outside the face mask the iris does too
-    others = [k for k in range(len(ict.part_names)) if k not in iris]
+    sclera = [ict.part_names.index("sclera_left"), ict.part_names.index("sclera_right")]
+    np.testing.assert_allclose(estimated[0, sclera], np.asarray(ict.part_albedo)[sclera], atol=1e-3)
+    # parts not estimated keep their default; with the eyes outside the face mask every part does
+    others = [k for k in range(len(ict.part_names)) if k not in iris + sclera + [ict.part_names.index("teeth")]]
     np.testing.assert_allclose(estimated[0, others], np.asarray(ict.part_albedo)[others])
-    default, none = parts_lib.estimate_iris_albedo(ict, raster, image.numpy(), gamma, normals, 0 * face_mask)
-    assert none[0] == 0 and np.allclose(default[0], ict.part_albedo)
+    default, none = parts_lib.estimate_part_albedo(ict, raster, image.numpy(), gamma, normals, 0 * face_mask)
+    assert none["iris_left"][0] == 0 and np.allclose(default[0], ict.part_albedo)
 
 
 def test_obj_exports_parts_as_groups_with_materials(ict, tmp_path):

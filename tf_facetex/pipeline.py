@@ -439,7 +439,7 @@ class Reconstructor:
             from tf_facetex.rendering import parts as parts_lib
 
             vertex_normals = self.renderer.vertex_normals(posed)
-            part_albedo, iris_pixels = parts_lib.estimate_iris_albedo(self.model, raster, images, prior_out["gamma"],
+            part_albedo, part_pixels = parts_lib.estimate_part_albedo(self.model, raster, images, prior_out["gamma"],
                                                                       vertex_normals, masks)
             part_image, part_mask = parts_lib.render_parts(self.model.triangles, self.model.triangle_parts, raster,
                                                            part_albedo, prior_out["gamma"], vertex_normals)
@@ -473,8 +473,8 @@ class Reconstructor:
             if landmark_error is not None:
                 face_metrics["landmark_error_px"] = float(landmark_error[b])
             face_metrics["uv_seen_fraction"] = float(arrays["visibility_uv"][b].sum() / max(self.uv_mask.sum(), 1.0))
-            if part_albedo is not None:
-                face_metrics["iris_pixels"] = int(iris_pixels[b])
+            if part_albedo is not None:  # photo pixels behind each estimated part colour (0: the default)
+                face_metrics.update({f"{name}_pixels": int(count[b]) for name, count in part_pixels.items()})
             out.append(FaceResult(face=face, **{name: value[b] for name, value in arrays.items()},
                                   turntable=None if turntables is None else turntables[b], metrics=face_metrics,
                                   part_albedo=None if part_albedo is None else part_albedo[b]))

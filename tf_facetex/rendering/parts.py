@@ -7,9 +7,12 @@ eye opening, the teeth and the mouth socket in an open mouth) its pixel gets the
 (``part_albedo``) shaded by the global SH light of the face (the coarse gamma, or a preset), with the
 interpolated vertex normals. Without parts the eye openings and an open mouth render as background: holes.
 
-Appearance: documented defaults per part (`tf_facetex.face_model.ict.PART_ALBEDO`); the iris is estimated from
-the photo (`estimate_iris_albedo`): the median of the photo's pixels that show the fitted iris, divided by the
-light's shading there, when at least ``min_pixels`` of them are inside the face mask; else the default.
+Appearance: documented defaults per part (`tf_facetex.face_model.ict.PART_ALBEDO`); the iris, the sclera and the
+teeth are estimated from the photo (`estimate_part_albedo`, each group of ``ESTIMATED_GROUPS`` on its own, left
+and right pooled): the per-channel median of the photo's pixels that show the fitted part, divided by the light's
+shading there, when at least ``min_pixels`` of them are inside the face mask; else the default. (The photo's
+sclera is darker than a white default: lids and lashes shadow it, which a flat albedo under SH light cannot
+show; the estimate absorbs that.)
 """
 import numpy as np
 import tensorflow as tf
@@ -17,7 +20,7 @@ import tensorflow as tf
 from tf_facetex import sh
 from tf_facetex.rendering import interpolate
 
-IRIS_PARTS = ("iris_left", "iris_right")
+ESTIMATED_GROUPS = (("iris_left", "iris_right"), ("sclera_left", "sclera_right"), ("teeth",))
 ALBEDO_RANGE = (0.02, 0.95)   # estimated reflectances are clipped to this (no black holes, no blown whites)
 
 
@@ -55,23 +58,25 @@ def composite(image, mask, part_image, part_mask):
     return image * mask + part_image * part_mask, tf.minimum(mask + part_mask, 1.0)
 
 
-def estimate_iris_albedo(model, raster, images, gamma, vertex_normals, face_mask, min_pixels: int = 12):
-    """Per-photo part reflectances with the iris taken from the photo where it is visible.
+def estimate_part_albedo(model, raster, images, gamma, vertex_normals, face_mask, min_pixels: int = 12):
+    """Per-photo part reflectances, the ``ESTIMATED_GROUPS`` (iris, sclera, teeth) taken from the photo where seen.
 
     Args:
       model: the `MorphableModel` (part names, defaults); raster: the image `Raster` of the fitted mesh.
       images: [B, H, W, 3] photos in [0, 1]; gamma: [B, 27] the fitted light; vertex_normals: [B, N, 3].
-      face_mask: [B, H, W, 1] the face mask (the parsing net's face includes the eyes; occluded eyes are out).
-      min_pixels: fewest iris pixels an estimate needs (both eyes pooled).
+      face_mask: [B, H, W, 1] the face mask (the parsing net's face includes eyes and mouth; occluders are out).
+      min_pixels: fewest pixels an estimate needs (per group, left and right pooled).
     Returns:
-      (part_albedo [B, P, 3] float32 numpy, iris_pixels [B] int: how many pixels the estimate used, 0 = default).
+      (part_albedo [B, P, 3] float32 numpy, pixels {group's first part name: [B] int, 0 = default kept}).
     """
     defaults = np.asarray(model.part_albedo, np.float32)
     batch = int(raster.triangle_id.shape[0])
     out = np.tile(defaults[None], (batch, 1, 1))
-    used = np.zeros(batch, np.int64)
-    irises = [model.part_names.index(name) for name in IRIS_PARTS if name in model.part_names]
-    if not irises:
+    groups = [[model.part_names.index(name) for name in group if name in model.part_names]
+              for group in ESTIMATED_GROUPS]
+    groups = [(ESTIMATED_GROUPS[k][0], group) for k, group in enumerate(groups) if group]
+    used = {name: np.zeros(batch, np.int64) for name, _ in groups}
+    if not groups:
         return out, used
     part = pixel_parts(model.triangle_parts, raster.triangle_id).numpy()
     normals = interpolate.interpolate_vertex_attributes(tf.convert_to_tensor(vertex_normals, tf.float32),
@@ -81,11 +86,12 @@ def estimate_iris_albedo(model, raster, images, gamma, vertex_normals, face_mask
     images = np.asarray(images, np.float32)
     inside = np.asarray(face_mask, np.float32)[..., 0] > 0.5
     for b in range(batch):
-        pixels = np.isin(part[b], irises) & inside[b] & np.all(shading[b] > 0.05, axis=-1)
-        count = int(pixels.sum())
-        if count < min_pixels:
-            continue
-        albedo = np.median(images[b][pixels] / shading[b][pixels], axis=0)
-        out[b, irises] = np.clip(albedo, *ALBEDO_RANGE)
-        used[b] = count
+        lit = inside[b] & np.all(shading[b] > 0.05, axis=-1)
+        for name, indices in groups:
+            pixels = np.isin(part[b], indices) & lit
+            count = int(pixels.sum())
+            if count < min_pixels:
+                continue
+            out[b, indices] = np.clip(np.median(images[b][pixels] / shading[b][pixels], axis=0), *ALBEDO_RANGE)
+            used[name][b] = count
     return out, used
