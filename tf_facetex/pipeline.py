@@ -531,6 +531,9 @@ def coefficients_record(result: FaceResult, model, layout, source, info=None) ->
         "expression_names": list(model.exp_names),
         "angles_degrees": {"pitch": pitch, "yaw": yaw, "roll": roll},
         "tone": result.tone.tolist(),
+        "part_albedo": ({} if result.part_albedo is None else  # eyes, teeth, ... (tf_facetex.rendering.parts)
+                        {name: np.asarray(result.part_albedo[k]).round(5).tolist()
+                         for k, name in enumerate(model.part_names) if k > 0}),
         "alignment": {
             "crop_size": int(face.image.shape[0]),
             "transform": np.asarray(face.transform).tolist(),
@@ -997,7 +1000,12 @@ def relight_reconstruction(folder, light="studio", yaw=None, pitch=None, roll=No
         gamma, description = lighting_presets.resolve_light(light, normalize_env=normalize_env, scale=light_scale)
         gamma = gamma[None]
     renderer = FaceRenderer(model, image_size or record.get("alignment", {}).get("crop_size", IMAGE_SIZE), uv_size)
+    part_albedo = np.asarray(model.part_albedo, np.float32).copy()
+    for k, name in enumerate(model.part_names):
+        if name in record.get("part_albedo", {}):
+            part_albedo[k] = record["part_albedo"][name]
     image, mask = render_posed(renderer, FaceDecoder(model), layout, coeffs[None], albedo[None], gamma,
-                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]))
+                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]),
+                               with_parts=(model, part_albedo[None]))
     pose = ", ".join(f"{name} {value:+.1f}" for name, value in zip(("pitch", "yaw", "roll"), np.degrees(angles)))
     return image.numpy()[0], mask.numpy()[0], f"{description}; pose {pose} degrees"
