@@ -2,6 +2,7 @@
 
   nice -n 5 .venv/bin/python scripts/eval_clean_albedo.py --num_images 20 --json docs/results/clean_albedo.json
   .venv/bin/python scripts/eval_clean_albedo.py --num_images 2 --fit_steps 5 --json /tmp/clean.json  # quick run
+  .venv/bin/python scripts/eval_clean_albedo.py --compare before=a.json,after=b.json --table_md table.md  # table
 
 Protocol: the first ``--num_images`` of the held-out 200 CelebAMask-HQ-mini images (the last 200 by sorted name:
 the parsing network never saw them) go through the product end to end: ``pipeline.FaceFinder`` (dlib detection,
@@ -33,7 +34,8 @@ flags.DEFINE_integer("fit_steps", 150, "UV detail-fit steps (scripts/reconstruct
 flags.DEFINE_integer("landmark_steps", 300, "Landmark-fit steps (scripts/reconstruct.py's default).")
 flags.DEFINE_integer("batch_size", 4, "Faces reconstructed together.")
 flags.DEFINE_string("label", "", "A name for this run, recorded in the JSON (e.g. 'before: skin mask, no eyes').")
-flags.mark_flag_as_required("json")
+flags.DEFINE_list("compare", [], "name=result.json entries: write their side-by-side table (--table_md) and stop.")
+flags.DEFINE_string("table_md", None, "Where --compare writes its markdown table.")
 
 LEAK_KEYS = ("leak_nearest", "leak_any_tap", "leak_weighted", "nonface_nearest")
 
@@ -47,6 +49,19 @@ def main(argv):
     from tf_facetex.evaluation import clean_albedo, real_photos
     from tf_facetex.face_model import load_face_model
 
+    if FLAGS.compare:
+        import json
+        import pathlib
+        runs = [(entry.split("=", 1)[0], json.loads(pathlib.Path(entry.split("=", 1)[1]).read_text()))
+                for entry in FLAGS.compare]
+        table = clean_albedo.comparison_table(runs)
+        if FLAGS.table_md:
+            io_utils.write_text(FLAGS.table_md, table)
+        print(table)
+        return
+    if not FLAGS.json:
+        from tf_facetex.errors import FaceTexError
+        raise FaceTexError("--json is required (where the results go), or --compare")
     faces_root = paths.faces_dir()
     folder = FLAGS.celebamask_dir or (faces_root / "celebamask_hq_mini" / "train" if faces_root else None)
     if folder is None:

@@ -139,3 +139,12 @@ def test_unwrap_gate_drops_texels_next_to_unsure_mask_pixels(tiny_model):
     assert not (seen_soft & (lookup[..., 0] >= 47.0)).any()           # no texel reads the unsure half
     left = lookup[..., 0] < 46.0
     np.testing.assert_array_equal(seen_soft[left], seen_binary[left])  # the confident half is untouched
+
+
+def test_comparison_table_lists_every_run():
+    entry = {"mean": 0.5, "median": 0.25, "count": 2}
+    run = {"summary": {key: entry for _, key in clean_albedo.TABLE_ROWS}, "num_faces": 2,
+           "leak_pooled_over_texels": {"leak_nearest": 0.0123}}
+    table = clean_albedo.comparison_table([("before", run), ("after", run)])
+    assert "| metric | before | after |" in table and "0.5 (0.25)" in table and "0.0123" in table
+    assert len(table.strip().split("\n")) == 2 + len(clean_albedo.TABLE_ROWS) + 2

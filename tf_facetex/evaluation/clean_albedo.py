@@ -185,3 +185,40 @@ def summarise(per_image: dict) -> dict:
                     "median": float(np.median(finite)) if finite.size else float("nan"),
                     "count": int(finite.size)}
     return out
+
+
+TABLE_ROWS = (
+    ("occluder leak, nearest pixel (share of seen texels) ↓", "leak_nearest"),
+    ("occluder leak, bilinear-weighted ↓", "leak_weighted"),
+    ("seen texels per face", "seen_texels"),
+    ("coverage of the labelled face ↑", "coverage_face"),
+    ("coverage of the labelled eyes ↑", "coverage_eyes"),
+    ("coverage of the labelled mouth ↑", "coverage_mouth"),
+    ("PSNR labelled face (dB) ↑", "labelled_face_psnr_db"),
+    ("L1 labelled face ↓", "labelled_face_l1"),
+    ("SSIM labelled face ↑", "labelled_face_ssim"),
+    ("PSNR landmark hull (dB) ↑", "landmark_hull_psnr_db"),
+    ("SSIM landmark hull ↑", "landmark_hull_ssim"),
+    ("PSNR own face mask (dB)", "own_mask_psnr_db"),
+    ("PSNR eyes (dB) ↑", "eyes_psnr_db"),
+    ("PSNR mouth (dB) ↑", "mouth_psnr_db"),
+)
+
+
+def comparison_table(runs) -> str:
+    """Markdown table of ``scripts/eval_clean_albedo.py`` results side by side: [(name, result dict)] -> str.
+
+    Per-image means (medians in brackets); the pooled leak (all seen texels of all faces together) below.
+    """
+    header = "| metric | " + " | ".join(name for name, _ in runs) + " |"
+    lines = [header, "|---" * (len(runs) + 1) + "|"]
+    for label, key in TABLE_ROWS:
+        cells = []
+        for _, result in runs:
+            entry = result["summary"].get(key)
+            cells.append("–" if entry is None else f"{entry['mean']:.4g} ({entry['median']:.4g})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| occluder leak pooled over texels ↓ | " + " | ".join(
+        f"{result['leak_pooled_over_texels']['leak_nearest']:.4f}" for _, result in runs) + " |")
+    lines.append("| faces | " + " | ".join(str(result["num_faces"]) for _, result in runs) + " |")
+    return "\n".join(lines) + "\n"
