@@ -151,9 +151,13 @@ def test_parsing_masker_shapes_and_values(tiny_parsing_weights):
     crop = np.random.default_rng(0).integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
     mask = masker(crop, np.zeros((68, 2)))
     assert mask.shape == (224, 224) and mask.dtype == np.float32
-    assert set(np.unique(mask)) <= {0.0, 1.0}
     probs = masker.probabilities(np.stack([crop, crop]))
     assert probs.shape == (2, 224, 224) and np.all((probs >= 0) & (probs <= 1))
+    # the soft mask: the probability where it exceeds the threshold, 0 elsewhere; binary on request
+    np.testing.assert_allclose(mask, np.where(probs[0] > 0.5, probs[0], 0.0), atol=1e-6)
+    binary = parsing_net.ParsingNetMasker(tiny_parsing_weights, soft=False)(crop)
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(binary > 0.5, mask > 0.5)
 
 
 def test_resample_crops_resize_keeps_constant_and_centres():
