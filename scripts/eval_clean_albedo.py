@@ -32,6 +32,8 @@ flags.DEFINE_string("parsing_weights", None, "Parsing-network weights (default: 
 flags.DEFINE_string("face_model", None, "Face model (default: as scripts/reconstruct.py).")
 flags.DEFINE_integer("fit_steps", 150, "UV detail-fit steps (scripts/reconstruct.py's default).")
 flags.DEFINE_integer("landmark_steps", 300, "Landmark-fit steps (scripts/reconstruct.py's default).")
+flags.DEFINE_float("unwrap_mask_threshold", 0.9, "Mask value every bilinear tap of a seen texel's source pixel "
+                   "must reach (the product's default 0.9; an ablation knob).")
 flags.DEFINE_integer("batch_size", 4, "Faces reconstructed together.")
 flags.DEFINE_string("label", "", "A name for this run, recorded in the JSON (e.g. 'before: skin mask, no eyes').")
 flags.DEFINE_list("compare", [], "name=result.json entries: write their side-by-side table (--table_md) and stop.")
@@ -71,7 +73,7 @@ def main(argv):
     finder = pipeline.FaceFinder(masker=FLAGS.masker, parsing_weights=FLAGS.parsing_weights)
     model = load_face_model(FLAGS.face_model)
     config = pipeline.ReconstructionConfig(fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
-                                           turntable_yaws=())
+                                           turntable_yaws=(), unwrap_mask_threshold=FLAGS.unwrap_mask_threshold)
     reconstructor = pipeline.Reconstructor(model, config)
     start = time.time()
     faces, stems, labels, no_face = [], [], {}, []

@@ -282,6 +282,7 @@ class ReconstructionConfig:
     landmark_steps: int = 300           # landmark-fit steps of the fitting prior
     image_size: int = IMAGE_SIZE
     mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
+    unwrap_mask_threshold: float = 0.9  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
     turntable_light: str = TURNTABLE_LIGHT
     turntable_yaws: tuple = TURNTABLE_YAWS
 
@@ -389,7 +390,8 @@ class Reconstructor:
         self.renderer = FaceRenderer(model, config.image_size, config.uv_size)
         prior_config = PriorConfig(mode=config.prior, image_size=config.image_size, uv_size=config.uv_size,
                                    landmark=LandmarkFitConfig(steps=config.landmark_steps),
-                                   mask_unwrap=config.mask_unwrap)
+                                   mask_unwrap=config.mask_unwrap,
+                                   unwrap_mask_threshold=config.unwrap_mask_threshold)
         try:
             self.prior = PriorModule(model, prior_config, regressor=regressor, renderer=self.renderer)
         except ValueError as err:
