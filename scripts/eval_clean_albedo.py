@@ -104,6 +104,7 @@ def main(argv):
                           "product FaceFinder + Reconstructor; labels warped into the 224 crop",
               "masker": describe_masker(finder._masker()) if faces else {"name": FLAGS.masker},
               "face_model": getattr(model, "source", None), "reconstructor": reconstructor.describe(),
+              "unwrap_mask_threshold": FLAGS.unwrap_mask_threshold,
               "num_files": len(files), "num_faces": len(per_image), "no_face": no_face,
               "occluder_classes": list(clean_albedo.OCCLUDER_CLASSES),
               "summary": clean_albedo.summarise(per_image), "leak_pooled_over_texels": pooled,

@@ -148,3 +148,27 @@ def test_comparison_table_lists_every_run():
     table = clean_albedo.comparison_table([("before", run), ("after", run)])
     assert "| metric | before | after |" in table and "0.5 (0.25)" in table and "0.0123" in table
     assert len(table.strip().split("\n")) == 2 + len(clean_albedo.TABLE_ROWS) + 2
+
+
+@pytest.mark.slow
+def test_eval_script_end_to_end_on_one_photo(faces_dir, tmp_path):
+    """scripts/eval_clean_albedo.py through the product on one held-out photo, then its --compare table."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    out = tmp_path / "clean.json"
+    run = subprocess.run([sys.executable, str(repo / "scripts" / "eval_clean_albedo.py"), "--num_images", "1",
+                          "--fit_steps", "3", "--landmark_steps", "30", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900, cwd=repo)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["num_faces"] == 1 and result["masker"]["name"] == "parsing"
+    (values,) = result["per_image"].values()
+    assert 0.0 <= values["leak_nearest"] <= 1.0 and values["seen_texels"] > 1000
+    assert 0.5 < values["coverage_face"] <= 1.0 and np.isfinite(values["labelled_face_psnr_db"])
+    table = tmp_path / "table.md"
+    run = subprocess.run([sys.executable, str(repo / "scripts" / "eval_clean_albedo.py"), "--compare",
+                          f"one={out}", "--table_md", str(table)], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert run.returncode == 0 and "| metric | one |" in table.read_text(), run.stderr[-2000:]
