@@ -52,8 +52,11 @@ flags.DEFINE_enum("group_fallback", "none", ["none", "landmarks", "box"], "Photo
                   "photo with no detection borrows the landmarks (same camera, e.g. a light stage) or the box of the "
                   "best-lit photo of its folder that has one.")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (which pixels the fit explains and "
-                  "the unwrap keeps): the parsing network (falls back to 'skin' when its weights are missing), the "
+                  "the unwrap keeps): the shipped parsing network (a WARNING and 'skin' when its default weights are missing), the "
                   "landmark + skin-colour mask, or the landmark hull.")
+flags.DEFINE_string("parsing_weights", None, "Parsing-network weights for --masker=parsing (default: "
+                    "$TF_FACETEX_PARSING_NET or the shipped saved_models/parsing_net/parsing_net.keras; see its "
+                    "MODEL_CARD.md). A path given here that does not exist is an error.")
 flags.DEFINE_bool("recursive", True, "Search sub-folders of --input.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -71,7 +74,7 @@ def main(argv):
         raise FaceTexError("--input and --output_dir are required (see --help)")
     if FLAGS.prior == "regressor" and not FLAGS.regressor_weights:
         raise FaceTexError("--prior=regressor needs --regressor_weights (or use the default --prior=fit)")
-    for name in ("checkpoint", "face_model", "regressor_weights"):
+    for name in ("checkpoint", "face_model", "regressor_weights", "parsing_weights"):
         value = getattr(FLAGS, name)
         if value and not pathlib.Path(value).expanduser().exists():
             raise FaceTexError(f"--{name} {value}: not found")
@@ -87,7 +90,8 @@ def main(argv):
 
     detector = build_detector(FLAGS.detector, face_box=FLAGS.face_box, box_file=FLAGS.box_file,
                               group_fallback=FLAGS.group_fallback)
-    preprocessor = pipeline.FaceFinder(detector=detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
+    preprocessor = pipeline.FaceFinder(detector=detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces,
+                                       parsing_weights=FLAGS.parsing_weights)
 
     def make_reconstructor():
         from tf_facetex.face_model import load_face_model

@@ -288,6 +288,7 @@ class ReconstructionConfig:
     landmark_steps: int = 300           # landmark-fit steps of the fitting prior
     image_size: int = IMAGE_SIZE
     mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
+    unwrap_mask_threshold: float = 0.9  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
     turntable_light: str = TURNTABLE_LIGHT
     turntable_yaws: tuple = TURNTABLE_YAWS
 
@@ -306,7 +307,7 @@ class FaceResult:
     visibility_uv: np.ndarray       # [S, S, 1]
     render_detailed: np.ndarray     # [H, H, 3] R(A', L')
     render_coarse: np.ndarray       # [H, H, 3] R(A', L), L = gamma
-    render_mask: np.ndarray         # [H, H, 1] M_proj
+    render_mask: np.ndarray         # [H, H, 1] M_proj, plus the pixels of the model's parts (eyes, teeth, ...)
     face_mask: np.ndarray           # [H, H, 1] M_face = face (skin) mask x M_proj: where the photo is explained
     vertices: np.ndarray            # [N, 3] fitted identity + expression, model frame, decimetres (unposed)
     normals: np.ndarray             # [N, 3] their unit normals
@@ -314,6 +315,7 @@ class FaceResult:
     posed_normals: np.ndarray       # [N, 3]
     turntable: Optional[np.ndarray]  # [H, H * views, 3] in [0, 1], or None
     metrics: dict
+    part_albedo: Optional[np.ndarray] = None  # [P, 3] reflectance of the model's parts (eyes, teeth, ...), or None
 
 
 def _numpy(value) -> np.ndarray:
@@ -321,7 +323,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
-                 background=0.0):
+                 background=0.0, with_parts=None):
     """Renders faces with given coefficients under any light and pose (relighting, turntables).
 
     Args:
@@ -329,6 +331,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
       coeffs: [B, C] (identity and expression used; angles / translation unless overridden).
       albedo_uv: [B, S, S, 3]; light: [B, 27] global SH or [B, S, S, 27] per-texel map.
       angles: [B, 3] (pitch, yaw, roll) radians, or None = the coefficients'; translation: [B, 3] or None.
+      with_parts: (model, part_albedo [B, P, 3]) to render the model's eyes, teeth and sockets too (shaded by the
+        global light; a per-texel light map lights them by its chart mean), or None.
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
@@ -344,8 +348,20 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
     posed = camera.rigid_transform(vertices, angles, translation)
     raster = renderer.rasterize(posed)
     normals_uv = renderer.normals_uv(posed_vertices=posed)
-    return renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
-                           background=background)
+    image, mask = renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
+                                  background=background)
+    if with_parts is not None and with_parts[0].has_parts:
+        from tf_facetex.rendering import parts as parts_lib
+
+        model, part_albedo = with_parts
+        light = tf.convert_to_tensor(light, tf.float32)
+        gamma = light if light.shape.rank == 2 else (tf.reduce_sum(light * renderer.uv_mask, axis=[1, 2])
+                                                     / tf.reduce_sum(renderer.uv_mask))
+        part_image, part_mask = parts_lib.render_parts(model.triangles, model.triangle_parts, raster, part_albedo,
+                                                       gamma, renderer.vertex_normals(posed))
+        image = image * (1.0 - part_mask) + part_image * part_mask
+        mask = tf.minimum(mask + part_mask, 1.0)
+    return image, mask
 
 
 def turntable_poses(count_or_yaws=TURNTABLE_YAWS):
@@ -380,7 +396,8 @@ class Reconstructor:
         self.renderer = FaceRenderer(model, config.image_size, config.uv_size)
         prior_config = PriorConfig(mode=config.prior, image_size=config.image_size, uv_size=config.uv_size,
                                    landmark=LandmarkFitConfig(steps=config.landmark_steps),
-                                   mask_unwrap=config.mask_unwrap)
+                                   mask_unwrap=config.mask_unwrap,
+                                   unwrap_mask_threshold=config.unwrap_mask_threshold)
         try:
             self.prior = PriorModule(model, prior_config, regressor=regressor, renderer=self.renderer)
         except ValueError as err:
@@ -430,6 +447,17 @@ class Reconstructor:
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
+        part_albedo = None
+        if self.model.has_parts:  # eyes, teeth, sockets close the render (tf_facetex.rendering.parts)
+            from tf_facetex.rendering import parts as parts_lib
+
+            vertex_normals = self.renderer.vertex_normals(posed)
+            part_albedo, part_pixels = parts_lib.estimate_part_albedo(self.model, raster, images, prior_out["gamma"],
+                                                                      vertex_normals, masks)
+            part_image, part_mask = parts_lib.render_parts(self.model.triangles, self.model.triangle_parts, raster,
+                                                           part_albedo, prior_out["gamma"], vertex_normals)
+            coarse, _ = parts_lib.composite(coarse, render_mask, part_image, part_mask)
+            detailed, render_mask = parts_lib.composite(detailed, render_mask, part_image, part_mask)
         shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
         parts = self.layout.split(prior_out["coeffs"])
         decoded = self.decoder({"id": parts["id"], "exp": parts["exp"]})
@@ -440,7 +468,8 @@ class Reconstructor:
             "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
         }
         posed_normals = self.renderer.vertex_normals(posed)
-        turntables = self._turntables(prior_out["coeffs"], albedo_uv) if self.config.turntable_yaws else None
+        turntables = (self._turntables(prior_out["coeffs"], albedo_uv, part_albedo) if self.config.turntable_yaws
+                      else None)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
         # ~7x slower at batch 16, scripts/bench.py).
         psnr = {name: _numpy(value) for name, value in psnr.items()}
@@ -457,15 +486,20 @@ class Reconstructor:
             if landmark_error is not None:
                 face_metrics["landmark_error_px"] = float(landmark_error[b])
             face_metrics["uv_seen_fraction"] = float(arrays["visibility_uv"][b].sum() / max(self.uv_mask.sum(), 1.0))
+            if part_albedo is not None:  # photo pixels behind each estimated part colour (0: the default)
+                face_metrics.update({f"{name}_pixels": int(count[b]) for name, count in part_pixels.items()})
             out.append(FaceResult(face=face, **{name: value[b] for name, value in arrays.items()},
-                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics))
+                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics,
+                                  part_albedo=None if part_albedo is None else part_albedo[b]))
         return out
 
-    def render(self, coeffs, albedo_uv, light, angles=None, translation=None):
-        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1])."""
-        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation)
+    def render(self, coeffs, albedo_uv, light, angles=None, translation=None, part_albedo=None):
+        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1]).
+        With ``part_albedo`` [B, P, 3] (a model with parts) the eyes, teeth and sockets are rendered too."""
+        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation,
+                            with_parts=None if part_albedo is None else (self.model, part_albedo))
 
-    def _turntables(self, coeffs, albedo_uv):
+    def _turntables(self, coeffs, albedo_uv, part_albedo=None):
         """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred)."""
         import tensorflow as tf
 
@@ -477,7 +511,9 @@ class Reconstructor:
         strips = []
         for b in range(int(coeffs.shape[0])):
             images, _ = self.render(tf.repeat(coeffs[b:b + 1], views, axis=0),
-                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation)
+                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation,
+                                    part_albedo=None if part_albedo is None else np.repeat(part_albedo[b:b + 1],
+                                                                                           views, axis=0))
             strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
         return strips
 
@@ -508,6 +544,9 @@ def coefficients_record(result: FaceResult, model, layout, source, info=None) ->
         "expression_names": list(model.exp_names),
         "angles_degrees": {"pitch": pitch, "yaw": yaw, "roll": roll},
         "tone": result.tone.tolist(),
+        "part_albedo": ({} if result.part_albedo is None else  # eyes, teeth, ... (tf_facetex.rendering.parts)
+                        {name: np.asarray(result.part_albedo[k]).round(5).tolist()
+                         for k, name in enumerate(model.part_names) if k > 0}),
         "alignment": {
             "crop_size": int(face.image.shape[0]),
             "transform": np.asarray(face.transform).tolist(),
@@ -597,8 +636,9 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
                                      uv_size=result.albedo_uv.shape[0])
     header = [f"tf_facetex reconstruction of {source} (face {getattr(result.face, 'face_index', 0)})",
               f"face model {model.name}; {options.mesh_pose}; metres, y up, face towards +z"]
+    parts = mesh_export.part_meshes(model, vertices, normals if options.mesh_normals else None, result.part_albedo)
     paths = mesh_export.write_textured_obj(folder, mesh, np.clip(result.albedo_uv, 0, 1), texture_name="albedo.png",
-                                           uv_mask=uv_mask, header=header)
+                                           uv_mask=uv_mask, header=header, parts=parts)
     written += [paths["texture"], paths["mtl"], paths["obj"]]
     from tf_facetex.export import gltf as gltf_export
     written.append(gltf_export.write_face_glb(
@@ -635,24 +675,25 @@ class FaceFinder:
 
     Args:
       detector: 'auto', 'hog', 'cnn' or a detector object (`tf_facetex.data.detect.build_detector`);
-      masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a `FaceMasker`;
-      all_faces: every face instead of the largest.
+      masker: 'parsing' (the shipped network; 'skin' with a WARNING when the default file is missing), 'skin',
+      'hull' or a `FaceMasker`; all_faces: every face instead of the largest; parsing_weights: the parsing net's
+      file (default: `paths.parsing_net_weights()`, the shipped saved_models/parsing_net/parsing_net.keras).
     """
 
-    def __init__(self, detector="auto", masker="parsing", all_faces=False, log=print):
+    def __init__(self, detector="auto", masker="parsing", all_faces=False, log=print, parsing_weights=None):
         from tf_facetex.data.align import FacePreprocessor
 
         self.aligner = FacePreprocessor(detector=detector, masker=None, all_faces=all_faces)
         self.masker_spec = masker
         self.masker = None if isinstance(masker, str) else masker
+        self.parsing_weights = parsing_weights
         self.log = log
 
     def _masker(self):
         if self.masker is None:
-            from tf_facetex import paths
             from tf_facetex.data.parsing_net import masker_from_name
 
-            self.masker = masker_from_name(self.masker_spec, paths.parsing_net_weights(), log=self.log)
+            self.masker = masker_from_name(self.masker_spec, self.parsing_weights, log=self.log)
         return self.masker
 
     def from_image(self, image, name="<image>"):
@@ -981,7 +1022,12 @@ def relight_reconstruction(folder, light="studio", yaw=None, pitch=None, roll=No
         gamma, description = lighting_presets.resolve_light(light, normalize_env=normalize_env, scale=light_scale)
         gamma = gamma[None]
     renderer = FaceRenderer(model, image_size or record.get("alignment", {}).get("crop_size", IMAGE_SIZE), uv_size)
+    part_albedo = np.asarray(model.part_albedo, np.float32).copy()
+    for k, name in enumerate(model.part_names):
+        if name in record.get("part_albedo", {}):
+            part_albedo[k] = record["part_albedo"][name]
     image, mask = render_posed(renderer, FaceDecoder(model), layout, coeffs[None], albedo[None], gamma,
-                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]))
+                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]),
+                               with_parts=(model, part_albedo[None]))
     pose = ", ".join(f"{name} {value:+.1f}" for name, value in zip(("pitch", "yaw", "roll"), np.degrees(angles)))
     return image.numpy()[0], mask.numpy()[0], f"{description}; pose {pose} degrees"
