@@ -28,4 +28,5 @@ setup(
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
     include_package_data=True,
+    package_data={"tf_facetex.viewer": ["facetex_viewer.js", "LICENSE.three.txt", "src/viewer.mjs"]},
 )

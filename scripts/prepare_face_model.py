@@ -19,7 +19,7 @@ from tf_facetex.errors import FaceTexError
 
 # Library imports live inside the functions: tf_facetex.face_model loads TensorFlow (seconds), and --help
 # or a flag mistake should answer at once.
-ICT_NPZ_NAME = "ict_facekit_light.npz"  # = tf_facetex.face_model.ICT_CACHE_NAME
+ICT_NPZ_NAME = "ict_facekit_light_v2.npz"  # = tf_facetex.face_model.ICT_CACHE_NAME (carries the converter version)
 BFM_NPZ_NAME = "bfm09_front.npz"
 
 FLAGS = flags.FLAGS

@@ -43,8 +43,9 @@ flags.DEFINE_integer("crop_size", 224, "Side of the aligned crop in pixels (224 
 flags.DEFINE_boolean("allow_rotation", True, "Align with a full similarity (removes head roll); "
                      "--noallow_rotation uses Deng's scale + translation only.")
 flags.DEFINE_boolean("all_faces", False, "Write every face of a photo (largest first), not only the largest.")
-flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector: hog (fast) or cnn (MMOD; slower, "
-                  "finds more rotated/small faces).")
+flags.DEFINE_enum("detector", "hog", ["hog", "cnn", "auto"], "dlib face detector: hog (fast; the default, so that "
+                  "datasets made before 'auto' existed resume), cnn (MMOD; slower, finds more rotated/small/dark "
+                  "faces) or auto (HOG, then the CNN when HOG finds nothing; scripts/reconstruct.py's default).")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"],
                   "Face mask: 'parsing' = the small face-parsing network (scripts/train_parsing_net.py; falls back "
                   "to 'skin' with a log line when its weights are missing); 'skin' = landmark region x per-image "

@@ -18,7 +18,8 @@ from tf_facetex import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively; .jpg .jpeg .png "
-                    ".webp .bmp).")
+                    ".webp .bmp .gif (first frame) .tif .tiff). Entries that are not photos are listed in errors.json; "
+                    "an --output_dir inside the folder is left out.")
 flags.DEFINE_string("output_dir", None, "Output folder; one sub-folder per face, plus index.html and errors.json.")
 flags.DEFINE_string("checkpoint", None, "Trained refinement network: a scripts/train.py run folder (run_config.json "
                     "+ checkpoints/), its checkpoints/ folder or a checkpoint prefix. Default: no network, the "
@@ -40,10 +41,22 @@ flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj geomet
                   "expression in the model frame (centred, facing +z); 'posed' = as seen in the photo (world frame, "
                   "camera at z = +1 m).")
 flags.DEFINE_string("turntable_light", "studio", "Light preset of turntable.png (see scripts/relight.py --help).")
-flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector (cnn: slower, finds more faces).")
+flags.DEFINE_enum("detector", "auto", ["auto", "hog", "cnn"], "dlib face detector: auto = HOG, then the CNN "
+                  "(slower, finds dark / side-lit faces) only when HOG finds nothing; each also on an "
+                  "exposure-normalised copy. coefficients.json records which found the face.")
+flags.DEFINE_string("face_box", None, "x0,y0,x1,y1: the face's box in pixels (every input), when you know where the "
+                    "face is; the detector refines it when it finds a face there, else the box is used as is.")
+flags.DEFINE_string("box_file", None, "Per-photo face boxes: JSON {photo path: [x0, y0, x1, y1]} or TSV lines "
+                    "'path<TAB>x0<TAB>y0<TAB>x1<TAB>y1' (paths as given, relative to the file, or file names).")
+flags.DEFINE_enum("group_fallback", "none", ["none", "landmarks", "box"], "Photos of one folder are one subject: a "
+                  "photo with no detection borrows the landmarks (same camera, e.g. a light stage) or the box of the "
+                  "best-lit photo of its folder that has one.")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (which pixels the fit explains and "
-                  "the unwrap keeps): the parsing network (falls back to 'skin' when its weights are missing), the "
+                  "the unwrap keeps): the shipped parsing network (a WARNING and 'skin' when its default weights are missing), the "
                   "landmark + skin-colour mask, or the landmark hull.")
+flags.DEFINE_string("parsing_weights", None, "Parsing-network weights for --masker=parsing (default: "
+                    "$TF_FACETEX_PARSING_NET or the shipped saved_models/parsing_net/parsing_net.keras; see its "
+                    "MODEL_CARD.md). A path given here that does not exist is an error.")
 flags.DEFINE_bool("recursive", True, "Search sub-folders of --input.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -54,13 +67,14 @@ def main(argv):
 
     from tf_facetex import pipeline
     from tf_facetex.errors import FaceTexError
+    from tf_facetex.inputs import list_inputs
     from tf_facetex.lighting_presets import PRESET_NAMES
 
     if not FLAGS.input or not FLAGS.output_dir:
         raise FaceTexError("--input and --output_dir are required (see --help)")
     if FLAGS.prior == "regressor" and not FLAGS.regressor_weights:
         raise FaceTexError("--prior=regressor needs --regressor_weights (or use the default --prior=fit)")
-    for name in ("checkpoint", "face_model", "regressor_weights"):
+    for name in ("checkpoint", "face_model", "regressor_weights", "parsing_weights"):
         value = getattr(FLAGS, name)
         if value and not pathlib.Path(value).expanduser().exists():
             raise FaceTexError(f"--{name} {value}: not found")
@@ -68,9 +82,16 @@ def main(argv):
         raise FaceTexError(f"--turntable_light must be one of {', '.join(PRESET_NAMES)}")
     if FLAGS.fit_steps < 1 or FLAGS.batch_size < 1 or (FLAGS.uv_size is not None and FLAGS.uv_size < 16):
         raise FaceTexError("--fit_steps and --batch_size must be >= 1 and --uv_size >= 16")
-    inputs = pipeline.resolve_inputs(FLAGS.input, recursive=FLAGS.recursive)
+    listing = list_inputs(FLAGS.input, recursive=FLAGS.recursive, output_dir=FLAGS.output_dir)
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
-    preprocessor = pipeline.FaceFinder(detector=FLAGS.detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces)
+    for note in listing.notes:
+        print(f"[reconstruct] {note}")
+    from tf_facetex.data.detect import build_detector
+
+    detector = build_detector(FLAGS.detector, face_box=FLAGS.face_box, box_file=FLAGS.box_file,
+                              group_fallback=FLAGS.group_fallback)
+    preprocessor = pipeline.FaceFinder(detector=detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces,
+                                       parsing_weights=FLAGS.parsing_weights)
 
     def make_reconstructor():
         from tf_facetex.face_model import load_face_model
@@ -100,18 +121,20 @@ def main(argv):
         return reconstructor
 
     summary = pipeline.reconstruct_inputs(
-        inputs, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
+        listing.files, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
         options=pipeline.OutputOptions(mesh_pose=FLAGS.mesh_pose), all_faces=FLAGS.all_faces,
-        progress=FLAGS.progress, verbose=FLAGS.verbose)
+        progress=FLAGS.progress, verbose=FLAGS.verbose, skipped=listing.skipped)
     for output in summary.outputs:
         metrics = output["metrics"]
         print(f"  {output['folder']}/  R(A',L') {metrics['detailed_psnr_db']:.2f} dB, R(A',L) "
-              f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)")
+              f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)"
+              + (f"; face from {output['detector']}" if output.get("detector", "hog") != "hog" else ""))
     for error in summary.errors:
-        print(f"  failed: {error['error']}")
+        print(f"  {'skipped' if error.get('skipped') else 'failed'}: {error['error']}")
+    skipped = f", {summary.skipped} entries skipped" if summary.skipped else ""
     print(f"[reconstruct] {len(summary.outputs)} face(s) from {summary.inputs - summary.failed_inputs}/"
-          f"{summary.inputs} input(s) in {summary.seconds:.1f} s -> {out_dir}/ (contact sheet: {out_dir}/index.html"
-          + (f"; errors: {out_dir}/errors.json" if summary.errors else "") + ")")
+          f"{summary.inputs} input(s){skipped} in {summary.seconds:.1f} s -> {out_dir}/ (contact sheet: "
+          f"{out_dir}/index.html" + (f"; errors: {out_dir}/errors.json" if summary.errors else "") + ")")
     if summary.all_failed:
         raise FaceTexError(f"all {summary.inputs} input(s) failed (listed in {out_dir}/errors.json)")
 

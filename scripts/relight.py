@@ -20,7 +20,7 @@ flags.DEFINE_string("reconstruction", None, "A face folder written by scripts/re
 flags.DEFINE_string("light", "studio", "Preset name, SH JSON file, environment map image, 'estimated' (the folder's "
                     "L') or 'coarse' (its global L). Presets: front, left, right, top, studio, sunset, authors, "
                     "ambient.")
-flags.DEFINE_float("light_scale", 1.0, "Multiplies the irradiance (exposure).")
+flags.DEFINE_float("light_scale", 1.0, "Multiplies the irradiance (exposure); a finite number >= 0.")
 flags.DEFINE_bool("normalize_env", True, "Scale an environment map so its brightest front-facing normal shades to 1 "
                   "(8-bit panoramas have no absolute scale); --nonormalize_env keeps the file's radiance.")
 flags.DEFINE_float("yaw", None, "Yaw in degrees (turn left/right), replacing the fitted one.")
@@ -28,27 +28,49 @@ flags.DEFINE_float("pitch", None, "Pitch in degrees (nod), replacing the fitted 
 flags.DEFINE_float("roll", None, "Roll in degrees (in-plane tilt), replacing the fitted one.")
 flags.DEFINE_bool("frontal", False, "Start from a frontal, centred pose (then --yaw/--pitch/--roll apply).")
 flags.DEFINE_integer("size", None, "Output size in pixels (default 224, the crop size; the framing is the same).")
-flags.DEFINE_string("background", "transparent", "'transparent' (RGBA PNG) or a grey level in [0, 1].")
+flags.DEFINE_string("background", "transparent", "'transparent' (RGBA) or a grey level in [0, 1]. Formats without "
+                    "alpha (.jpg, .jpeg, .bmp) composite a transparent background on white (a note says so).")
 flags.DEFINE_string("face_model", None, "The face model the reconstruction was made with (default: see README).")
-flags.DEFINE_string("out", None, "Output PNG path.")
+flags.DEFINE_string("out", None, "Output image path: .png, .webp, .tif, .tiff (with transparency) or .jpg, .jpeg, "
+                    ".bmp (opaque).")
 
 
 def main(argv):
     del argv
     import numpy as np
 
+    import pathlib
+
     from tf_facetex import io_utils
     from tf_facetex.errors import FaceTexError
 
     if not FLAGS.reconstruction or not FLAGS.out:
         raise FaceTexError("--reconstruction and --out are required (see --help)")
+    # Every number is checked before any work: NaN/Inf would otherwise render a black face and exit 0.
+    cli.require_finite("light_scale", FLAGS.light_scale, low=0.0)
+    for name in ("yaw", "pitch", "roll"):
+        cli.require_finite(name, FLAGS[name].value)
+    grey = None
     if FLAGS.background != "transparent":
         try:
             grey = float(FLAGS.background)
         except ValueError as err:
             raise FaceTexError(f"--background must be 'transparent' or a number, got {FLAGS.background!r}") from err
+        cli.require_finite("background", grey, low=0.0, high=1.0)
     if FLAGS.size is not None and not 16 <= FLAGS.size <= 4096:
         raise FaceTexError("--size must be between 16 and 4096")
+    ext = pathlib.Path(FLAGS.out).suffix.lower()
+    if ext not in io_utils.IMAGE_WRITE_EXTENSIONS:
+        raise FaceTexError(f"--out {FLAGS.out}: unsupported image type '{ext or '(none)'}'; supported: "
+                           f"{', '.join(io_utils.IMAGE_WRITE_EXTENSIONS)}")
+    if FLAGS.light.lower().endswith(".json") and pathlib.Path(FLAGS.light).is_file():
+        from tf_facetex.lighting_presets import load_sh_json
+
+        load_sh_json(FLAGS.light)   # a NaN or a wrong count is reported now, before TensorFlow loads
+    if grey is None and ext in io_utils.IMAGE_WRITE_EXTENSIONS_OPAQUE:
+        grey = 1.0
+        print(f"note: {ext} has no transparency: the background is white (--background=G sets a grey level in "
+              "[0, 1]; a .png keeps it transparent)")
     from tf_facetex.pipeline import relight_reconstruction
 
     image, mask, description = relight_reconstruction(
@@ -56,7 +78,7 @@ def main(argv):
         image_size=FLAGS.size, light_scale=FLAGS.light_scale, normalize_env=FLAGS.normalize_env,
         face_model=FLAGS.face_model)
     image = np.clip(image, 0.0, 1.0)
-    if FLAGS.background == "transparent":
+    if grey is None:
         out = np.concatenate([image, mask], axis=-1)
     else:
         out = image * mask + grey * (1.0 - mask)

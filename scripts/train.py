@@ -107,9 +107,22 @@ def config_from_flags():
                                  weight_overrides=parse_weights(FLAGS.loss_weights), disabled_terms=disabled)
 
 
+# (low, high, low_open, high_open) of the numeric flags; NaN/Inf are refused for every float flag (cli.run).
+FLAG_RANGES = {"learning_rate": (0.0, None, True, False), "lr_decay": (0.0, 1.0, True, False),
+               "lr_floor": (0.0, None, False, False), "d_learning_rate": (0.0, None, False, False),
+               "beta_1": (0.0, 1.0, False, True), "beta_2": (0.0, 1.0, False, True),
+               "clip_norm": (0.0, None, False, False)}
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from tf_facetex.errors import FaceTexError
+
+    cli.check_ranges(FLAG_RANGES)
+    negative = {term: value for term, value in parse_weights(FLAGS.loss_weights).items() if value < 0}
+    if negative:
+        raise FaceTexError(f"--loss_weights: weights must be >= 0, got {negative} (0 drops a term)")
     config = config_from_flags()
     import keras
     from absl import logging

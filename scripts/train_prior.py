@@ -114,6 +114,8 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    cli.check_ranges({"learning_rate": (0.0, None, True, False), "lr_decay": (0.0, 1.0, True, False),
+                      "lr_floor": (0.0, None, False, False), "clip_norm": (0.0, None, False, False)})
     config = config_from_flags()
     import keras
     from absl import logging

@@ -14,16 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "tf_facetex"
 # module of tf_facetex) may import units of lower layers only; units of the same layer do not import each other.
 LAYERS = (
     ("errors", "conventions"),
-    ("io_utils", "paths", "geometry", "camera", "sh"),
+    ("io_utils", "paths", "geometry", "camera", "sh", "reconstruction_files", "grayscale"),
     ("metrics", "face_model"),
     ("rendering", "losses", "networks", "visualize"),
     ("data",),
-    ("identity", "lighting_presets"),
+    ("identity", "lighting_presets", "inputs"),
     ("training",),
     ("prior",),
     ("refinement",),
     ("evaluation", "export", "albedo_model"),
+    ("viewer",),
     ("pipeline", "cli"),
+    ("beam_batch",),
 )
 LAYER_OF = {unit: index for index, units in enumerate(LAYERS) for unit in units}
 

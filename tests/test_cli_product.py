@@ -147,6 +147,10 @@ def test_demo_command_produces_every_output_and_relights(tmp_path):
     record = json.loads((folder / "coefficients.json").read_text())
     assert record["metrics"]["detailed_psnr_db"] > record["metrics"]["prior_psnr_db"] + 3.0, record["metrics"]
     mesh = trimesh.load(folder / "mesh.obj", process=False)
+    if isinstance(mesh, trimesh.Scene):   # the face and its parts (eyes, teeth, ...) as separate objects
+        # trimesh names each geometry by its material
+        assert {"part_sclera_left", "part_iris_left", "part_teeth"} <= set(mesh.geometry), list(mesh.geometry)
+        mesh = mesh.geometry["face_albedo"]
     assert mesh.visual.material.image is not None
     assert mesh.visual.uv.min() >= 0.0 and mesh.visual.uv.max() <= 1.0
     print(f"demo: {seconds:.0f} s; metrics {record['metrics']}")

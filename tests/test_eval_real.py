@@ -151,9 +151,13 @@ def test_parsing_masker_shapes_and_values(tiny_parsing_weights):
     crop = np.random.default_rng(0).integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
     mask = masker(crop, np.zeros((68, 2)))
     assert mask.shape == (224, 224) and mask.dtype == np.float32
-    assert set(np.unique(mask)) <= {0.0, 1.0}
     probs = masker.probabilities(np.stack([crop, crop]))
     assert probs.shape == (2, 224, 224) and np.all((probs >= 0) & (probs <= 1))
+    # the soft mask: the probability where it exceeds the threshold, 0 elsewhere; binary on request
+    np.testing.assert_allclose(mask, np.where(probs[0] > 0.5, probs[0], 0.0), atol=1e-6)
+    binary = parsing_net.ParsingNetMasker(tiny_parsing_weights, soft=False)(crop)
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(binary > 0.5, mask > 0.5)
 
 
 def test_resample_crops_resize_keeps_constant_and_centres():
@@ -166,12 +170,19 @@ def test_resample_crops_resize_keeps_constant_and_centres():
     np.testing.assert_allclose(small[0, 0, :5, 0], [0.5, 2.5, 4.5, 6.5, 8.5], atol=1e-4)  # (x + 0.5) * 2 - 0.5
 
 
-def test_masker_from_name_falls_back_without_weights(tmp_path):
+def test_masker_from_name_falls_back_without_default_weights(tmp_path, monkeypatch):
     from tf_facetex.data import masks, parsing_net
+    monkeypatch.delenv("TF_FACETEX_PARSING_NET", raising=False)
+    monkeypatch.setattr(parsing_net, "default_weights_path", lambda: tmp_path / "missing.keras")
+    monkeypatch.setattr(parsing_net.paths, "parsing_net_weights", lambda: tmp_path / "missing.keras")
     lines = []
-    masker = parsing_net.masker_from_name("parsing", tmp_path / "missing.keras", log=lines.append)
+    masker = parsing_net.masker_from_name("parsing", log=lines.append)
     assert isinstance(masker, masks.LandmarkSkinMasker)
-    assert len(lines) == 1 and "not found" in lines[0] and "LandmarkSkinMasker" in lines[0]
+    assert len(lines) == 1 and "WARNING" in lines[0] and "not found" in lines[0] and "LandmarkSkinMasker" in lines[0]
+    # a path asked for explicitly is an error, not a silent substitute
+    from tf_facetex.errors import AssetError
+    with pytest.raises(AssetError, match="not found"):
+        parsing_net.masker_from_name("parsing", tmp_path / "other.keras", log=lines.append)
     assert isinstance(parsing_net.masker_from_name("hull"), masks.LandmarkHullMasker)
     with pytest.raises(ValueError):
         parsing_net.masker_from_name("bogus")

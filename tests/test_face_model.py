@@ -28,10 +28,11 @@ def test_npz_round_trip_equals_source(fixture, request, tmp_path):
 
 def test_ict_conversion_matches_the_kit(ict_model):
     model = ict_model
-    assert (model.num_vertices, model.num_id, model.num_exp, model.num_tex) == (11248, 100, 53, 0)
+    # face + head [0:11248] and the parts (mouth socket, eye sockets, gums, teeth, eyeballs) up to 24591
+    assert (model.num_vertices, model.num_id, model.num_exp, model.num_tex) == (24591, 100, 53, 0)
     np.testing.assert_array_equal(model.landmark_indices, README_LANDMARKS)
-    # Quads split in two: 11144 polygons -> 22288 triangles; face polygons (9230) are the textured ones.
-    assert model.num_triangles == 22288 and model.textured_triangles.sum() == 2 * 9230
+    # Quads split in two: 11144 face + head polygons -> 22288 triangles; face polygons (9230) are the textured ones.
+    assert len(model.part_triangles("skin")) == 22288 and model.textured_triangles.sum() == 2 * 9230
     uv = model.uv_coords[model.uv_triangles[model.textured_triangles]]
     assert uv.min() >= 0.0 and uv.max() <= 1.0
     assert "jawOpen" in model.exp_names and model.albedo_source == "uniform"

@@ -5,6 +5,8 @@ output folder) print one readable line and exit with status 2; with ``--verbose`
 always shown.
 """
 import dataclasses
+import errno
+import math
 import os
 import sys
 
@@ -27,17 +29,70 @@ def run(main):
 
     def wrapped(argv):
         try:
+            refuse_non_finite_float_flags()
             return main(argv)
         except (FaceTexError, OSError) as err:  # OSError: unwritable output folder, full disk, ...
             if flags.FLAGS.verbose:
                 raise
-            print("error: " + " ".join(str(err).split()), file=sys.stderr)
+            print("error: " + " ".join(str(err).split()) + _os_error_hint(err), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     app.run(wrapped)
+
+
+def _os_error_hint(err) -> str:
+    """What to do about the common OS errors (files already finished are never removed by a failed write)."""
+    hints = {errno.ENOSPC: "the disk is full: free some space and run again (finished results are kept)",
+             errno.EDQUOT: "the disk quota is exceeded: free some space and run again (finished results are kept)",
+             errno.EROFS: "the file system is read-only: choose another output location",
+             errno.EACCES: "permission denied: choose a location you can write to"}
+    hint = hints.get(getattr(err, "errno", None)) if isinstance(err, OSError) else None
+    return f" ({hint})" if hint else ""
+
+
+def require_finite(name: str, value, low=None, high=None):
+    """Checks a numeric flag: None passes; NaN, +-Inf or a value outside [low, high] -> one-line FaceTexError."""
+    if value is None:
+        return value
+    bounds = (f" >= {low:g}" if low is not None else "") + (f" and <= {high:g}" if high is not None else "")
+    if high is not None and low is None:
+        bounds = f" <= {high:g}"
+    if not math.isfinite(float(value)):
+        raise FaceTexError(f"--{name}={value}: must be a finite number{bounds}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise FaceTexError(f"--{name}={value}: must be{bounds.replace(' and', ',')}")
+    return value
+
+
+def refuse_non_finite_float_flags(flag_values=None):
+    """Every float flag given on the command line or in a flagfile must be finite: absl parses 'nan' and 'inf'
+    happily, and its bounds checks let NaN through (every comparison with NaN is false)."""
+    flag_values = flag_values or flags.FLAGS
+    for name in flag_values:
+        flag = flag_values[name]
+        if flag.present and flag.flag_type() == "float" and flag.value is not None:
+            require_finite(name, flag.value)
+
+
+def check_ranges(ranges: dict, flag_values=None):
+    """{flag name: (low, high, low_open, high_open)} -> FaceTexError naming the first flag outside its range."""
+    flag_values = flag_values or flags.FLAGS
+    for name, (low, high, low_open, high_open) in ranges.items():
+        value = flag_values[name].value
+        if value is None:
+            continue
+        require_finite(name, value)
+        below = low is not None and (value <= low if low_open else value < low)
+        above = high is not None and (value >= high if high_open else value > high)
+        if below or above:
+            left = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            right = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+            interval = f"in {left}, {right}" if low is not None and high is not None else (
+                f"{'>' if low_open else '>='} {low:g}" if low is not None else f"{'<' if high_open else '<='} {high:g}")
+            raise FaceTexError(f"--{name}={value:g}: must be {interval}")
 
 
 def parse_name_values(pairs, allowed, what: str = "name") -> dict:
@@ -51,6 +106,8 @@ def parse_name_values(pairs, allowed, what: str = "name") -> dict:
             values[name.strip()] = float(value)
         except ValueError as err:
             raise ValueError(f"{pair!r}: {err}") from err
+        if not math.isfinite(values[name.strip()]):
+            raise ValueError(f"{pair!r}: the value must be a finite number")
     return values
 
 

@@ -206,11 +206,17 @@ def load_sh_json(path):
         values = np.asarray(data, np.float64).reshape(-1)
     except (TypeError, ValueError) as err:
         raise FaceTexError(f"{path}: SH coefficients must be numbers ({err})") from err
-    if values.size == 9:
-        values = np.tile(values, 3)
-    if values.size != NUM_COEFFS or not np.all(np.isfinite(values)):
+    if values.size not in (9, NUM_COEFFS):
         raise FaceTexError(f"{path}: expected 27 (or 9 grey) finite SH coefficients in Deng's layout "
                            f"[R0..R8, G0..G8, B0..B8], got {values.size} values")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        names = [f"{'RGB'[i // 9]}{i % 9}" if values.size == NUM_COEFFS else f"{i}" for i in bad]
+        shown = ", ".join(f"{name} = {values[i]}" for name, i in zip(names[:5], bad[:5]))
+        raise FaceTexError(f"{path}: SH coefficients must be finite numbers; {bad.size} are not "
+                           f"(entry {shown}{', ...' if bad.size > 5 else ''})")
+    if values.size == 9:
+        values = np.tile(values, 3)
     return values.astype(np.float32)
 
 

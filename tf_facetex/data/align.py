@@ -170,6 +170,8 @@ class AlignedFace:
     mask: float32 [S, S] face mask in {0, 1} (already multiplied by ``valid``), or None.
     box: float32 [4] detector box (x0, y0, x1, y1) in the photo, or None.
     score: detector score; face_index: 0 for the largest face of the photo, 1 for the next, ...
+    detector: which detector stage found the face (`tf_facetex.data.detect.Face.detector`).
+    grayscale: the photo is grey (R = G = B, `is_grayscale`): its albedo can only be grey.
     """
     image: np.ndarray
     landmarks: np.ndarray
@@ -181,6 +183,21 @@ class AlignedFace:
     box: np.ndarray = None
     score: float = 0.0
     face_index: int = 0
+    detector: str = "hog"
+    grayscale: bool = False
+
+
+GRAYSCALE_TOLERANCE = 3   # grey levels: JPEG chroma noise in a grey photo stays below this
+
+
+def is_grayscale(image: np.ndarray, tolerance: int = GRAYSCALE_TOLERANCE) -> bool:
+    """True when the RGB channels agree everywhere (99.9th percentile of the channel spread <= tolerance):
+    a grey photo decoded to RGB. uint8 [H, W, 3] (or [H, W]) -> bool."""
+    image = np.asarray(image)
+    if image.ndim == 2 or image.shape[-1] == 1:
+        return True
+    spread = image[..., :3].max(axis=-1).astype(np.int16) - image[..., :3].min(axis=-1).astype(np.int16)
+    return bool(np.percentile(spread, 99.9) <= tolerance)
 
 
 def align_face(image: np.ndarray, landmarks68: np.ndarray, crop_size: int = CROP_SIZE,
@@ -208,7 +225,10 @@ class FacePreprocessor:
     """Photo -> aligned faces with masks: decode, detect, 68 landmarks, align, mask.
 
     Args:
-      detector: "hog" / "cnn", or a ``FaceDetector``.
+      detector: "auto" (HOG, then the CNN when HOG finds nothing) / "hog" / "cnn", or a ``FaceDetector`` /
+        ``GuidedDetector`` (anything with ``detect(image, all_faces, name)``).
+      face_box, box_file, group_fallback: known face boxes and the same-subject fallback
+        (`tf_facetex.data.detect.build_detector`); only with a detector given by name.
       masker: a ``FaceMasker``, "parsing" (the parsing network, default; it beats the substitute on
         CelebAMask-HQ, IoU 0.938 vs 0.889; without trained weights it falls back to "skin" with a log line),
         "skin" (``LandmarkSkinMasker``), "hull", or None (no mask).
@@ -222,14 +242,15 @@ class FacePreprocessor:
     the crop's valid area so that black padding never counts as face.
     """
 
-    def __init__(self, detector="hog", masker="parsing", crop_size: int = CROP_SIZE, allow_rotation: bool = True,
+    def __init__(self, detector="auto", masker="parsing", crop_size: int = CROP_SIZE, allow_rotation: bool = True,
                  all_faces: bool = False, min_side: int = None, max_pixels: int = None, max_detect_side: int = 1024,
-                 parsing_weights=None, log=print):
+                 parsing_weights=None, log=print, face_box=None, box_file=None, group_fallback: str = "none"):
         from tf_facetex import paths
         from tf_facetex.data import images as _images
-        from tf_facetex.data.detect import FaceDetector
+        from tf_facetex.data.detect import build_detector
         from tf_facetex.data.parsing_net import masker_from_name
-        self.detector = FaceDetector(detector, max_side=max_detect_side) if isinstance(detector, str) else detector
+        self.detector = (build_detector(detector, face_box=face_box, box_file=box_file, group_fallback=group_fallback,
+                                        max_side=max_detect_side) if isinstance(detector, str) else detector)
         if isinstance(masker, str):
             masker = masker_from_name(masker, parsing_weights or paths.parsing_net_weights(), log=log)
         self.masker = masker
@@ -242,12 +263,14 @@ class FacePreprocessor:
     def from_image(self, image: np.ndarray, name: str = "<image>"):
         """uint8 [H, W, 3] -> list of AlignedFace (largest face first). Raises NoFaceError."""
         faces = self.detector.detect(image, all_faces=self.all_faces, name=name)
+        grayscale = is_grayscale(image)
         out = []
         for index, face in enumerate(faces):
             aligned = align_face(image, face.landmarks, self.crop_size, self.allow_rotation)
             if self.masker is not None:
                 aligned.mask = self.masker(aligned.image, aligned.landmarks) * aligned.valid
             aligned.box, aligned.score, aligned.face_index = face.box, face.score, index
+            aligned.detector, aligned.grayscale = getattr(face, "detector", "hog"), grayscale
             out.append(aligned)
         return out
 

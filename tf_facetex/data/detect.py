@@ -1,25 +1,47 @@
 """Face detection and 68 landmarks with dlib (weights from the ``face_recognition_models`` package).
 
-- Detector: dlib's HOG frontal detector by default (fast on CPU); ``detector="cnn"`` uses dlib's MMOD
-  CNN (``mmod_human_face_detector.dat``; better on rotated / small / dark faces, ~10x slower on CPU).
+- Detectors: ``"auto"`` (default) = dlib's HOG frontal detector (fast on CPU), and only when it finds
+  nothing, dlib's MMOD CNN (``mmod_human_face_detector.dat``; finds dark, side-lit, rotated faces, ~10-40x
+  slower on CPU, so it runs on a copy downscaled to ``cnn_max_side``); ``"hog"`` / ``"cnn"`` use one only.
+  Each stage is tried on the photo as it is, then on an exposure-normalised copy (a gamma that brings
+  the mean grey level to ``EXPOSURE_TARGET_MEAN``: harsh side or low light leaves most of the face
+  almost black, and both detectors need contrast there). Every `Face` says which stage found it
+  (``Face.detector``: 'hog', 'hog+exposure', 'cnn', 'cnn+exposure'; 'box' / 'box+<stage>' for a box
+  the caller gave, 'group:<donor>' for a box or landmarks borrowed from another photo of the subject).
 - Landmarks: dlib's 68-point shape predictor (iBUG 300-W / Multi-PIE markup, 0-based indices:
-  jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67).
+  jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67). It was trained on HOG boxes; CNN boxes
+  are mapped to HOG-like boxes first (`CNN_TO_HOG_BOX`, measured on CelebAMask-HQ photos).
 - Scale handling: images larger than ``max_side`` are downscaled for detection *and* landmarks, and the
   results mapped back to the original pixel grid; when nothing is found in a small image, it is
   upsampled (dlib's ``upsample_num_times``) and, for tight crops where the face touches the border
-  (aligned datasets such as CelebA / UTKFace), padded, before giving up.
+  (aligned datasets such as CelebA / UTKFace, Yale B's cropped frames), padded (replicated or
+  reflected border) before the next stage; boxes and landmarks are mapped back to the unpadded image.
+- Known boxes and sets of photos: `GuidedDetector` wraps a detector with per-photo boxes (a user's
+  ``--face_box`` or box file, `load_box_file`) and a same-subject fallback (`GroupFallback`): a photo of a
+  set with no detection takes the landmarks (or box) of the best-lit photo of the set that has one.
 All coordinates use the project convention: x right, y down, integer pixel centres.
 """
 import dataclasses
 import functools
-from typing import List
+import json
+import pathlib
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from tf_facetex.errors import AssetError, NoFaceError
+from tf_facetex.errors import AssetError, FaceTexError, NoFaceError
 
 NUM_LANDMARKS = 68
+DETECTORS = ("auto", "hog", "cnn")
+EXPOSURE_TARGET_MEAN = 0.45     # grey-level mean the exposure-normalised copy is brought to (gamma)
+EXPOSURE_MIN_CHANGE = 0.1       # skip the normalised copy when its gamma is within this of 1 (nothing to gain)
+# CNN (MMOD) box -> HOG-like box, in units of the CNN box width: (centre dx, centre dy, width scale, height
+# scale). Means over 60 CelebAMask-HQ photos where both detectors found the one face (at 320 px):
+# dx 0.063 (sd 0.051), dy 0.090 (sd 0.076), width x1.063 (sd 0.098), height x1.057.
+CNN_TO_HOG_BOX = (0.063, 0.090, 1.063, 1.057)
+STAGE_RANK = {"hog": 0, "hog+exposure": 1, "cnn": 2, "cnn+exposure": 3}   # reliability of each stage's finds
+PAD_MODES = {"replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101}
 
 
 @dataclasses.dataclass
@@ -29,60 +51,113 @@ class Face:
     box: float32 [4] (x0, y0, x1, y1), inclusive pixel-centre corners of the detector's box.
     landmarks: float32 [68, 2] (x, y).
     score: detector confidence (HOG: SVM margin; CNN: MMOD score); larger is more confident.
+    detector: which stage found it (see the module doc).
     """
     box: np.ndarray
     landmarks: np.ndarray
     score: float
+    detector: str = "hog"
 
     @property
     def area(self) -> float:
         return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
 
 
-@functools.lru_cache(maxsize=None)
-def _load_dlib_models(detector: str):
-    """Loads (detector, shape predictor) once per process; AssetError if the weights are missing."""
+def _import_dlib():
     try:
         import dlib
         import face_recognition_models
     except ImportError as err:
         raise AssetError(f"dlib / face_recognition_models not installed ({err}); "
                          "run scripts/setup_env.sh") from err
+    return dlib, face_recognition_models
+
+
+@functools.lru_cache(maxsize=None)
+def _load_predictor():
+    dlib, models = _import_dlib()
     try:
-        predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
-        if detector == "hog":
-            face_detector = dlib.get_frontal_face_detector()
-        elif detector == "cnn":
-            face_detector = dlib.cnn_face_detection_model_v1(face_recognition_models.cnn_face_detector_model_location())
-        else:
-            raise ValueError(f"detector must be 'hog' or 'cnn', not {detector!r}")
+        return dlib.shape_predictor(models.pose_predictor_model_location())
     except RuntimeError as err:  # dlib raises RuntimeError for missing / corrupt .dat files
-        raise AssetError(f"cannot load dlib face models from face_recognition_models ({err})") from err
-    return face_detector, predictor
+        raise AssetError(f"cannot load dlib's landmark model from face_recognition_models ({err})") from err
+
+
+@functools.lru_cache(maxsize=None)
+def _load_detector(name: str):
+    dlib, models = _import_dlib()
+    try:
+        if name == "hog":
+            return dlib.get_frontal_face_detector()
+        if name == "cnn":
+            return dlib.cnn_face_detection_model_v1(models.cnn_face_detector_model_location())
+    except RuntimeError as err:
+        raise AssetError(f"cannot load dlib's {name} face detector from face_recognition_models ({err})") from err
+    raise ValueError(f"detector must be 'hog' or 'cnn', not {name!r}")
+
+
+def _load_dlib_models(detector: str):
+    """(detector, shape predictor), each loaded once per process; AssetError if the weights are missing."""
+    return _load_detector(detector), _load_predictor()
+
+
+def exposure_normalised(image: np.ndarray, target_mean: float = EXPOSURE_TARGET_MEAN) -> Optional[np.ndarray]:
+    """A gamma-corrected copy whose mean grey level is ``target_mean``: uint8 [H, W, 3] -> same, or None when
+    the gamma would be within `EXPOSURE_MIN_CHANGE` of 1 (the photo is already exposed like that)."""
+    values = image.astype(np.float32) / 255.0
+    mean = float(np.clip(values.mean(), 1e-3, 0.999))
+    gamma = np.log(target_mean) / np.log(mean)
+    if abs(gamma - 1.0) < EXPOSURE_MIN_CHANGE:
+        return None
+    return np.clip(np.round(255.0 * values ** gamma), 0, 255).astype(np.uint8)
+
+
+def cnn_box_to_hog_box(box: np.ndarray) -> np.ndarray:
+    """Maps an MMOD CNN box (x0, y0, x1, y1) to the HOG-like box the shape predictor was trained on."""
+    dx, dy, sw, sh = CNN_TO_HOG_BOX
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    width, height = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2 + dx * width, (y0 + y1) / 2 + dy * width
+    return np.array([cx - sw * width / 2, cy - sh * height / 2, cx + sw * width / 2, cy + sh * height / 2],
+                    np.float32)
 
 
 class FaceDetector:
     """Finds faces and their 68 landmarks in uint8 RGB images.
 
     Args:
-      detector: "hog" (default) or "cnn".
-      max_side: images whose longer side exceeds this are downscaled for detection (px).
+      detector: "auto" (default: HOG, then the CNN only when HOG finds nothing), "hog" or "cnn".
+      max_side: images whose longer side exceeds this are downscaled for HOG detection (px).
       max_upsample: how many times a small image may be upsampled x2 when nothing is found.
       upsample_below: only images whose longer side is below this are upsampled (keeps cost bounded).
-      pad_fraction: when still nothing is found, pad each side by this fraction of the image size
-        (edge replicate) and retry; helps tight, pre-aligned crops. 0 disables.
+      pad_fraction: when still nothing is found, pad each side by this fraction of the image size and
+        retry; helps tight, pre-aligned crops. 0 disables.
+      pad_mode: "replicate" (edge pixels repeated) or "reflect".
+      cnn_max_side: the CNN runs on a copy downscaled to this longer side (its cost grows with the area:
+        ~0.3 s at 256 px, ~1.1 s at 512 px on one CPU core; it finds faces down to ~80 px at that size);
+        with ``all_faces`` it runs at ``max_side`` (small faces are what that mode is for).
+      exposure_retry: also try each stage on an exposure-normalised copy (`exposure_normalised`).
     With ``all_faces`` the first pass is already upsampled once (for images below
     ``upsample_below``), because small faces next to a large one are what that mode is for.
     """
 
-    def __init__(self, detector: str = "hog", max_side: int = 1024, max_upsample: int = 2,
-                 upsample_below: int = 800, pad_fraction: float = 0.25):
+    def __init__(self, detector: str = "auto", max_side: int = 1024, max_upsample: int = 2,
+                 upsample_below: int = 800, pad_fraction: float = 0.25, pad_mode: str = "replicate",
+                 cnn_max_side: int = 384, exposure_retry: bool = True):
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, not {detector!r}")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {tuple(PAD_MODES)}, not {pad_mode!r}")
         self.detector_name = detector
-        self._detector, self._predictor = _load_dlib_models(detector)
+        self._predictor = _load_predictor()
+        # the HOG detector for 'auto' / 'hog'; the CNN (also loaded lazily as the fallback of 'auto')
+        self._detector = _load_detector("cnn" if detector == "cnn" else "hog")
         self.max_side = int(max_side)
         self.max_upsample = int(max_upsample)
         self.upsample_below = int(upsample_below)
         self.pad_fraction = float(pad_fraction)
+        self.pad_mode = pad_mode
+        self.cnn_max_side = int(cnn_max_side)
+        self.exposure_retry = bool(exposure_retry)
 
     def detect(self, image: np.ndarray, all_faces: bool = False, name: str = "<image>") -> List[Face]:
         """Faces in an image, largest first.
@@ -94,14 +169,18 @@ class FaceDetector:
         Returns:
           a non-empty list of Face (length 1 unless all_faces).
         Raises:
-          NoFaceError: when no face is found after upsampling and padding.
+          NoFaceError: when no face is found after upsampling, padding, exposure normalisation (and the CNN).
         """
         faces = self._detect_all(image, all_faces)
         if not faces:
             raise NoFaceError(f"{name}: no face found ({image.shape[1]}x{image.shape[0]} px, "
-                              f"{self.detector_name} detector)")
+                              f"{self.describe()})")
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces if all_faces else faces[:1]
+
+    def describe(self) -> str:
+        stages = {"auto": "HOG then CNN detector", "hog": "hog detector", "cnn": "cnn detector"}[self.detector_name]
+        return stages + (", exposure-normalised retry" if self.exposure_retry else "")
 
     def landmarks_in_box(self, image: np.ndarray, box) -> np.ndarray:
         """68 landmarks for a given face box (x0, y0, x1, y1) in ``image``: float32 [68, 2]."""
@@ -110,7 +189,58 @@ class FaceDetector:
         shape = self._predictor(np.ascontiguousarray(image), dlib.rectangle(x0, y0, x1, y1))
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
+    def face_in_box(self, image: np.ndarray, box, search: bool = True) -> Face:
+        """The face inside a box the caller knows (x0, y0, x1, y1 in ``image`` pixels).
+
+        With ``search``, the detector first looks in the box grown by 50 % on each side and keeps its
+        detection when it overlaps the box (IoU >= 0.3): a user's box is rarely drawn like the detector's,
+        and the landmark model is sensitive to that. Otherwise the box itself is used.
+        """
+        box = np.asarray(box, np.float32).reshape(4)
+        height, width = image.shape[:2]
+        if not (box[2] > box[0] and box[3] > box[1]):
+            raise FaceTexError(f"face box {box.tolist()}: needs x0 < x1 and y0 < y1")
+        if box[2] < 0 or box[3] < 0 or box[0] > width - 1 or box[1] > height - 1:
+            raise FaceTexError(f"face box {box.tolist()} is outside the {width}x{height} image")
+        if search:
+            grow = 0.5 * np.array([box[2] - box[0], box[3] - box[1]])
+            x0, y0 = np.maximum(np.floor(box[:2] - grow), 0).astype(int)
+            x1, y1 = np.minimum(np.ceil(box[2:] + grow), [width - 1, height - 1]).astype(int)
+            region = np.ascontiguousarray(image[y0:y1 + 1, x0:x1 + 1])
+            offset = np.array([x0, y0], np.float32)
+            candidates = [Face(f.box + np.tile(offset, 2), f.landmarks + offset, f.score, f.detector)
+                          for f in self._detect_all(region, all_faces=True)] if min(region.shape[:2]) >= 16 else []
+            overlaps = [box_iou(f.box, box) for f in candidates]
+            if candidates and max(overlaps) >= 0.3:
+                best = candidates[int(np.argmax(overlaps))]
+                best.detector = f"box+{best.detector}"
+                return best
+        return Face(box=box, landmarks=self.landmarks_in_box(image, box), score=0.0, detector="box")
+
+    # ------------------------------------------------------------------------------------------ stages
     def _detect_all(self, image: np.ndarray, all_faces: bool = False) -> List[Face]:
+        stages = []
+        if self.detector_name in ("auto", "hog"):
+            stages.append(("hog", self._hog_stage))
+        if self.detector_name in ("auto", "cnn"):
+            stages.append(("cnn", self._cnn_stage))
+        for stage_name, stage in stages:
+            variants = [("", image)]
+            if self.exposure_retry:
+                variants.append(("+exposure", None))  # made only when needed
+            for suffix, work in variants:
+                if work is None:
+                    work = exposure_normalised(image)
+                    if work is None:
+                        continue
+                faces = stage(work, all_faces, bool(suffix))
+                if faces:
+                    for face in faces:
+                        face.detector = stage_name + suffix
+                    return faces
+        return []
+
+    def _hog_stage(self, image: np.ndarray, all_faces: bool, retry: bool = False) -> List[Face]:
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / float(max(height, width)))
         work = image if scale == 1.0 else _resize(image, scale)
@@ -120,32 +250,55 @@ class FaceDetector:
         first = 1 if all_faces and small and self.max_upsample >= 1 else 0
         attempts = [(first, 0.0)]
         if small:
-            attempts += [(n, 0.0) for n in range(first + 1, self.max_upsample + 1)]
+            # the retry on the exposure-normalised copy upsamples once at most (a 4x upsample of a photo
+            # with no face is the slowest attempt of all)
+            most = min(self.max_upsample, 1) if retry else self.max_upsample
+            attempts += [(n, 0.0) for n in range(first + 1, most + 1)]
         if self.pad_fraction > 0:
             attempts.append((0, self.pad_fraction))
+        hog = self._detector if self.detector_name != "cnn" else _load_detector("hog")
         for upsample, pad_fraction in attempts:
-            faces = self._detect_once(work, upsample, pad_fraction)
+            faces = self._detect_once(work, upsample, pad_fraction, hog, "hog")
             if faces:
-                # exact per-axis factors (the resized size was rounded to whole pixels)
-                factor = np.array([width / work.shape[1], height / work.shape[0]], np.float32)
-                return [_rescale_face(face, factor, (height, width)) for face in faces]
+                return _rescale_faces(faces, work.shape, (height, width))
         return []
 
-    def _detect_once(self, image: np.ndarray, upsample: int, pad_fraction: float) -> List[Face]:
+    def _cnn_stage(self, image: np.ndarray, all_faces: bool, retry: bool = False) -> List[Face]:
+        height, width = image.shape[:2]
+        limit = self.max_side if all_faces else self.cnn_max_side
+        scale = min(1.0, limit / float(max(height, width)))
+        work = image if scale == 1.0 else _resize(image, scale)
+        cnn = _load_detector("cnn")
+        # the MMOD model's smallest face is ~80 px: small images are upsampled once first
+        upsample = 1 if max(work.shape[:2]) < 160 else 0
+        faces = self._detect_once(work, upsample, 0.0, cnn, "cnn")
+        return _rescale_faces(faces, work.shape, (height, width)) if faces else []
+
+    def _detect_once(self, image: np.ndarray, upsample: int, pad_fraction: float, detector, kind: str) -> List[Face]:
         pad = int(round(pad_fraction * max(image.shape[:2])))
-        work = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+        work = cv2.copyMakeBorder(image, pad, pad, pad, pad, PAD_MODES[self.pad_mode]) if pad else image
         work = np.ascontiguousarray(work)
-        if self.detector_name == "cnn":
-            detections = [(d.rect, float(d.confidence)) for d in self._detector(work, upsample)]
+        if kind == "cnn":
+            detections = [(d.rect, float(d.confidence)) for d in detector(work, upsample)]
         else:
-            rects, scores, _ = self._detector.run(work, upsample, 0.0)
+            rects, scores, _ = detector.run(work, upsample, 0.0)
             detections = list(zip(rects, scores))
         faces = []
         for rect, score in detections:
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32)
+            if kind == "cnn":
+                box = cnn_box_to_hog_box(box)
             landmarks = self.landmarks_in_box(work, box)
-            faces.append(Face(box=box - pad, landmarks=landmarks - pad, score=float(score)))
+            faces.append(Face(box=box - pad, landmarks=landmarks - pad, score=float(score), detector=kind))
         return faces
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
@@ -153,6 +306,12 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     height, width = image.shape[:2]
     size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _rescale_faces(faces: List[Face], work_shape, shape) -> List[Face]:
+    # exact per-axis factors (the resized size was rounded to whole pixels)
+    factor = np.array([shape[1] / work_shape[1], shape[0] / work_shape[0]], np.float32)
+    return [_rescale_face(face, factor, shape) for face in faces]
 
 
 def _rescale_face(face: Face, factor: np.ndarray, shape) -> Face:
@@ -169,9 +328,257 @@ def _rescale_face(face: Face, factor: np.ndarray, shape) -> Face:
     height, width = shape
     box = (face.box + 0.5) * np.tile(factor, 2) - 0.5
     box = np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
-    return Face(box=box, landmarks=((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), score=face.score)
+    return Face(box=box, landmarks=((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), score=face.score,
+                detector=face.detector)
 
 
-def detect_faces(image: np.ndarray, all_faces: bool = False, detector: str = "hog", name: str = "<image>") -> List[Face]:
+def detect_faces(image: np.ndarray, all_faces: bool = False, detector: str = "auto",
+                 name: str = "<image>") -> List[Face]:
     """Convenience wrapper: ``FaceDetector(detector).detect(image, all_faces, name)`` (models cached)."""
     return FaceDetector(detector).detect(image, all_faces=all_faces, name=name)
+
+
+# ================================================================================== known boxes, photo sets
+def parse_box(text) -> np.ndarray:
+    """'x0,y0,x1,y1' (or a sequence of 4 numbers) -> float32 [4]; FaceTexError when malformed."""
+    values = text.replace(";", ",").split(",") if isinstance(text, str) else list(text)
+    try:
+        box = np.array([float(v) for v in values], np.float32)
+    except (TypeError, ValueError):
+        box = None
+    if box is None or box.shape != (4,) or not np.all(np.isfinite(box)) or not (box[2] > box[0] and box[3] > box[1]):
+        raise FaceTexError(f"face box {text!r}: expected x0,y0,x1,y1 in pixels with x0 < x1 and y0 < y1")
+    return box
+
+
+def load_box_file(path) -> Dict[str, np.ndarray]:
+    """Face boxes the user knows, by photo: {photo path as written: float32 [4]}.
+
+    Formats: JSON ``{"photos/a.jpg": [x0, y0, x1, y1], ...}``, or text with one photo a line,
+    ``path<TAB or comma>x0<sep>y0<sep>x1<sep>y1`` (a header line and ``#`` comments are skipped).
+    Paths are matched by `BoxLookup` (as given, relative to the box file's folder, or by file name).
+    """
+    path = pathlib.Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FaceTexError(f"{path}: cannot read the box file ({err.strerror or err})") from err
+    boxes = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise FaceTexError(f"{path}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise FaceTexError(f"{path}: expected a JSON object {{photo path: [x0, y0, x1, y1]}}")
+        for key, value in data.items():
+            try:
+                boxes[str(key)] = parse_box(value)
+            except FaceTexError as err:
+                raise FaceTexError(f"{path}: {key}: {err}") from None
+        return boxes
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = [f.strip() for f in (line.split("\t") if "\t" in line else line.rsplit(",", 4))]
+        if len(fields) != 5:
+            raise FaceTexError(f"{path}:{number}: expected path and 4 numbers, got {line!r}")
+        try:
+            boxes[fields[0]] = parse_box(fields[1:])
+        except FaceTexError as err:
+            if number == 1 and not boxes:
+                continue  # a header line
+            raise FaceTexError(f"{path}:{number}: {err}") from None
+    if not boxes:
+        raise FaceTexError(f"{path}: no boxes in the box file")
+    return boxes
+
+
+class BoxLookup:
+    """Finds a photo's box in a box file: by the path as given, resolved against the box file's folder or the
+    working folder, then by file name when that is unique in the file."""
+
+    def __init__(self, boxes: Dict[str, np.ndarray], base_dir=None):
+        self.boxes = dict(boxes)
+        base = pathlib.Path(base_dir) if base_dir else pathlib.Path.cwd()
+        self._resolved = {}
+        self._by_name: Dict[str, list] = {}
+        for key, box in self.boxes.items():
+            key_path = pathlib.Path(key).expanduser()
+            for candidate in {key_path if key_path.is_absolute() else base / key_path, key_path}:
+                self._resolved[str(candidate.resolve())] = box
+            self._by_name.setdefault(key_path.name, []).append(box)
+
+    @classmethod
+    def from_file(cls, path):
+        return cls(load_box_file(path), base_dir=pathlib.Path(path).expanduser().parent)
+
+    def get(self, name) -> Optional[np.ndarray]:
+        if name in self.boxes:
+            return self.boxes[name]
+        resolved = str(pathlib.Path(name).expanduser().resolve())
+        if resolved in self._resolved:
+            return self._resolved[resolved]
+        same_name = self._by_name.get(pathlib.Path(name).name, [])
+        return same_name[0] if len(same_name) == 1 else None
+
+
+def lighting_quality(image: np.ndarray, box) -> float:
+    """How well lit a face is, in [0, 1]: its mean grey level x its left/right balance (a frontal, bright
+    light scores high; a harsh side light, which leaves one half dark, or a dim photo scores low)."""
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = np.clip(np.round(np.asarray(box, np.float64)), 0, [width - 1, height - 1] * 2).astype(int)
+    grey = image[y0:y1 + 1, x0:x1 + 1].astype(np.float32).mean(axis=-1) / 255.0
+    if grey.size == 0 or grey.shape[1] < 2:
+        return 0.0
+    half = grey.shape[1] // 2
+    left, right = float(grey[:, :half].mean()), float(grey[:, -half:].mean())
+    balance = 1.0 - abs(left - right) / max(left + right, 1e-6)
+    return float(grey.mean() * balance)
+
+
+def folder_group(name) -> List[str]:
+    """The photos of a set, for a photo: the images in its folder (sorted; not recursive)."""
+    from tf_facetex.data.images import IMAGE_EXTENSIONS
+
+    folder = pathlib.Path(name).parent
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+class GroupFallback:
+    """Same-subject fallback: a photo with no detection gets the face of the best-lit photo of its set.
+
+    The donor is the photo found by the most reliable stage (`STAGE_RANK`: plain HOG first), the best lit
+    (`lighting_quality`) among those.
+
+    Args:
+      mode: "landmarks" copies the donor's landmarks (for frames of one fixed camera, e.g. a light stage
+        or Yale B: the face is where it was; needs the same image size) or "box" runs the landmark model
+        in the donor's box on this photo (the face moved a little between photos).
+      group_of: photo name -> names of the photos of its set (default: the images of its folder).
+      load: photo name -> uint8 [H, W, 3] (default `tf_facetex.data.images.load_image`).
+    Detections are cached by photo name, so a set is scanned at most once.
+    """
+
+    def __init__(self, mode: str = "landmarks", group_of: Callable[[str], Sequence[str]] = folder_group,
+                 load: Callable = None):
+        if mode not in ("landmarks", "box"):
+            raise ValueError(f"group fallback mode must be 'landmarks' or 'box', not {mode!r}")
+        self.mode = mode
+        self.group_of = group_of
+        self.load = load
+        self._faces: Dict[str, Optional[tuple]] = {}   # name -> (Face, quality, image shape) or None
+
+    def cached(self, name: str) -> Optional[Face]:
+        """The face found earlier in the photo called ``name`` (a copy), or None."""
+        entry = self._faces.get(str(name))
+        return None if entry is None else dataclasses.replace(entry[0], box=entry[0].box.copy(),
+                                                              landmarks=entry[0].landmarks.copy())
+
+    def remember(self, name: str, image: np.ndarray, face: Optional[Face]):
+        self._faces[str(name)] = None if face is None else (face, lighting_quality(image, face.box), image.shape[:2])
+
+    def donor(self, name: str, detector: "FaceDetector"):
+        """(donor name, Face, image shape) of the best-lit detected photo of ``name``'s set, or None."""
+        if self.load is None:
+            from tf_facetex.data.images import load_image
+            self.load = load_image
+        members = [str(other) for other in self.group_of(str(name))]
+        for other in members:
+            if other == str(name) or other in self._faces:
+                continue
+            try:
+                image = self.load(other)
+                self.remember(other, image, detector.detect(image, name=other)[0])
+            except (NoFaceError, FaceTexError, OSError):
+                self._faces[other] = None
+        # the first stage's finds first (a plain HOG detection of a well-exposed photo is the most reliable),
+        # then the best lit
+        found = [((STAGE_RANK.get(self._faces[other][0].detector, len(STAGE_RANK)), -self._faces[other][1]), other,
+                  self._faces[other]) for other in members if other != str(name) and self._faces.get(other) is not None]
+        if not found:
+            return None
+        _, other, (face, _, shape) = min(found, key=lambda item: item[0])
+        return other, face, shape
+
+    def fallback(self, name: str, image: np.ndarray, detector: "FaceDetector") -> Optional[Face]:
+        """The borrowed face for ``image`` (named ``name``), or None when no photo of the set has one."""
+        found = self.donor(name, detector)
+        if found is None:
+            return None
+        other, face, shape = found
+        tag = f"group:{pathlib.Path(other).name}"
+        if self.mode == "landmarks" and tuple(shape) == tuple(image.shape[:2]):
+            return Face(box=face.box.copy(), landmarks=face.landmarks.copy(), score=0.0, detector=f"{tag}:landmarks")
+        scale = np.array([image.shape[1] / shape[1], image.shape[0] / shape[0]] * 2, np.float32)
+        box = (face.box + 0.5) * scale - 0.5
+        borrowed = detector.face_in_box(image, box, search=False)
+        borrowed.detector = f"{tag}:box"
+        return borrowed
+
+
+class GuidedDetector:
+    """A `FaceDetector` that first uses boxes the caller knows and, when detection fails, a `GroupFallback`.
+
+    Args:
+      detector: the `FaceDetector`.
+      face_box: one box (x0, y0, x1, y1) for every photo, or None.
+      boxes: a `BoxLookup` (per-photo boxes from a box file), or None.
+      group: a `GroupFallback`, or None.
+    Same ``detect(image, all_faces, name)`` interface as `FaceDetector`; a given box yields that one face.
+    """
+
+    def __init__(self, detector: FaceDetector, face_box=None, boxes: BoxLookup = None, group: GroupFallback = None):
+        self.detector = detector
+        self.face_box = None if face_box is None else parse_box(face_box)
+        self.boxes = boxes
+        self.group = group
+        self.detector_name = detector.detector_name
+
+    def describe(self) -> str:
+        mode = getattr(self.group, "mode", "")
+        extra = [text for flag, text in ((self.face_box is not None, "given box"), (self.boxes is not None, "box file"),
+                                         (self.group is not None, f"group fallback ({mode})")) if flag]
+        return self.detector.describe() + "".join(f", {text}" for text in extra)
+
+    def landmarks_in_box(self, image, box):
+        return self.detector.landmarks_in_box(image, box)
+
+    def detect(self, image: np.ndarray, all_faces: bool = False, name: str = "<image>") -> List[Face]:
+        box = self.face_box if self.face_box is not None else (self.boxes.get(name) if self.boxes else None)
+        if box is not None:
+            try:
+                return [self.detector.face_in_box(image, box)]
+            except FaceTexError as err:
+                raise NoFaceError(f"{name}: {err}") from None
+        if self.group is not None and not all_faces and self.group.cached(name) is not None:
+            return [self.group.cached(name)]   # detected already while looking for a donor
+        try:
+            faces = self.detector.detect(image, all_faces=all_faces, name=name)
+        except NoFaceError:
+            if self.group is None:
+                raise
+            self.group.remember(name, image, None)
+            face = self.group.fallback(name, image, self.detector)
+            if face is None:
+                raise NoFaceError(f"{name}: no face found ({image.shape[1]}x{image.shape[0]} px, {self.describe()}; "
+                                  "no other photo of its set has one)") from None
+            return [face]
+        if self.group is not None:
+            self.group.remember(name, image, faces[0])
+        return faces
+
+
+def build_detector(detector: str = "auto", face_box=None, box_file=None, group_fallback: str = "none",
+                   max_side: int = 1024, **kwargs):
+    """The detector the scripts' flags describe: a `FaceDetector`, wrapped in a `GuidedDetector` when a box,
+    a box file or a group fallback ('landmarks' / 'box'; 'none' = off) is asked for."""
+    base = FaceDetector(detector, max_side=max_side, **kwargs)
+    if face_box is None and not box_file and group_fallback in (None, "none"):
+        return base
+    boxes = BoxLookup.from_file(box_file) if box_file else None
+    group = None if group_fallback in (None, "none") else GroupFallback(group_fallback)
+    return GuidedDetector(base, face_box=face_box, boxes=boxes, group=group)

@@ -11,6 +11,9 @@ What is refused (``ImageError``, one line naming the file and the reason):
 - an image smaller than ``MIN_SIDE`` px on a side (too small for a face);
 - an image whose *header* claims more than ``MAX_PIXELS`` pixels: checked before any pixel is
   decoded, so a hostile 20000 x 20000 header costs nothing.
+``decode_image`` raises nothing but ``ImageError`` for any bytes (tests/test_fuzz_images.py fuzzes it with random,
+truncated and mutated files of every format, under a time and an address-space limit). GIF: the first frame;
+multi-page TIFF: the first page.
 """
 import hashlib
 import io
@@ -23,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tf_facetex.errors import ImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")   # GIF: the first frame
 MIN_SIDE = 32            # px; smaller images cannot hold a face worth reconstructing
 MAX_PIXELS = 50_000_000  # 50 MP; refuse larger headers before decoding (memory safety)
 
@@ -78,6 +81,10 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int = MIN_SIDE, m
         raise ImageError(f"{name}: not an image (unrecognised format, {len(data)} bytes)") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{name}: corrupt image header ({err})") from err
+    except MemoryError as err:
+        raise ImageError(f"{name}: not enough memory to open this image") from err
+    except Exception as err:  # noqa: BLE001 - hostile bytes can trip any Pillow plug-in; never more than ImageError
+        raise ImageError(f"{name}: corrupt image header ({type(err).__name__}: {err})") from err
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageError(f"{name}: image too large ({width}x{height} = {width * height / 1e6:.0f} MP > "
@@ -89,6 +96,10 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int = MIN_SIDE, m
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         reason = "truncated file" if "truncated" in str(err).lower() else f"cannot decode ({err})"
         raise ImageError(f"{name}: {reason}") from err
+    except MemoryError as err:
+        raise ImageError(f"{name}: not enough memory to decode this image ({width}x{height})") from err
+    except Exception as err:  # noqa: BLE001 - see above: a decoder's internal error on corrupt data
+        raise ImageError(f"{name}: cannot decode ({type(err).__name__}: {err})") from err
     if min(rgb.shape[:2]) < min_side:
         raise ImageError(f"{name}: image too small ({rgb.shape[1]}x{rgb.shape[0]} px; "
                          f"need at least {min_side} px on each side)")

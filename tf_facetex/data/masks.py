@@ -41,11 +41,32 @@ CELEBAMASK_FACE_CLASSES = (1, 2, 4, 5, 6, 7, 10, 11, 12)
 
 
 class FaceMasker(abc.ABC):
-    """Interface: ``masker(image_uint8 [H, W, 3], landmarks68 [68, 2]) -> float32 [H, W] in {0, 1}``."""
+    """Interface: ``masker(image_uint8 [H, W, 3], landmarks68 [68, 2]) -> float32 [H, W] in [0, 1]``.
+
+    Face is ``> 0.5``; 0 elsewhere. A masker may return its confidence (in (0.5, 1]) on face pixels instead of
+    1 (the parsing network does); the fit uses the mask binary, the unwrap keeps only confident pixels.
+    """
 
     @abc.abstractmethod
     def __call__(self, image: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def soft_mask_uint8(mask: np.ndarray) -> np.ndarray:
+    """A (soft) face mask as uint8 for PNG storage: 0 where <= 0.5, else round(255 x value) but >= 128.
+
+    [H, W] float in [0, 1] -> uint8 [H, W]; binary masks store 0 / 255 (``soft_mask_float`` reads both back).
+    """
+    mask = np.clip(np.asarray(mask, np.float32), 0.0, 1.0)
+    return np.where(mask > 0.5, np.maximum(np.round(mask * 255.0), 128.0), 0.0).astype(np.uint8)
+
+
+def soft_mask_float(mask_uint8):
+    """Inverse of ``soft_mask_uint8`` in TensorFlow: uint8 [..] -> float32 [..] (0, or value / 255 > 0.5)."""
+    import tensorflow as tf
+
+    value = tf.cast(mask_uint8, tf.float32) / 255.0
+    return tf.where(value > 0.5, value, tf.zeros_like(value))
 
 
 def _polygon_mask(shape, points: np.ndarray) -> np.ndarray:

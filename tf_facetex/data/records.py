@@ -5,7 +5,8 @@ Example format (``tf.train.Example``, FORMAT_VERSION 1; one example per face):
   image/format     bytes    b"png" | b"jpeg"
   image/size       int64[2] crop (height, width)
   face/landmarks   float[136]  68 x (x, y) in crop pixels (x right, y down, integer pixel centres)
-  face/mask        bytes    PNG uint8 0/255 face mask [S, S] (empty: no mask -> ones)
+  face/mask        bytes    PNG uint8 face mask [S, S]: 0 = not face, 128..255 = face (its confidence x 255;
+                            binary masks store 255) (empty: no mask -> ones)
   face/transform   float[6] 2x3 original -> crop affine, row-major (inverse: ``invert_affine``)
   face/box         float[4] detector box (x0, y0, x1, y1) in the original photo
   face/score       float    detector score
@@ -39,6 +40,7 @@ import numpy as np
 
 from tf_facetex import io_utils
 from tf_facetex.data.images import encode_jpeg, encode_png
+from tf_facetex.data.masks import soft_mask_float, soft_mask_uint8
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 
@@ -98,7 +100,7 @@ def example_payload(aligned, image_format: str = "png", jpeg_quality: int = 95) 
     if image_format not in ("png", "jpeg"):
         raise ValueError(f"image_format must be 'png' or 'jpeg', not {image_format!r}")
     image_bytes = encode_png(aligned.image) if image_format == "png" else encode_jpeg(aligned.image, jpeg_quality)
-    mask_bytes = b"" if aligned.mask is None else encode_png((np.asarray(aligned.mask) > 0.5).astype(np.uint8) * 255)
+    mask_bytes = b"" if aligned.mask is None else encode_png(soft_mask_uint8(aligned.mask))
     box = np.zeros(4, np.float32) if aligned.box is None else np.asarray(aligned.box, np.float32)
     return {
         "image": image_bytes, "image_format": image_format, "crop_size": [int(aligned.image.shape[0]), int(aligned.image.shape[1])],
@@ -214,7 +216,7 @@ def parse_example(serialized, optional_fields: Optional[Dict[str, OptionalField]
     image = tf.ensure_shape(image, [crop_size, crop_size, 3])
     mask_bytes = parsed["face/mask"]
     mask = tf.cond(tf.strings.length(mask_bytes) > 0,
-                   lambda: tf.cast(tf.io.decode_png(mask_bytes, channels=1) > 127, tf.float32),
+                   lambda: soft_mask_float(tf.io.decode_png(mask_bytes, channels=1)),
                    lambda: tf.ones([crop_size, crop_size, 1], tf.float32))
     out = {
         "image": tf.image.convert_image_dtype(image, tf.float32),

@@ -130,16 +130,31 @@ def summarize_converter_error(err) -> str:
     return f"{type(err).__name__}: " + ("; ".join(parts) if parts else " ".join(first.split())[:600])
 
 
-def run_tflite(model_bytes, inputs: dict, num_threads=None) -> dict:
+def interpreter_class(runtime="tf.lite"):
+    """The interpreter of ``runtime``: 'tf.lite' (TensorFlow's, deprecated upstream) or 'litert' (the standalone
+    ``ai-edge-litert`` package, what devices run; installed by ``scripts/install_tools.sh litert``)."""
+    if runtime == "tf.lite":
+        return tf.lite.Interpreter
+    if runtime == "litert":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as err:
+            raise ImportError("runtime 'litert' needs the ai-edge-litert package "
+                              "(scripts/install_tools.sh litert, then add its folder to PYTHONPATH)") from err
+        return Interpreter
+    raise ValueError(f"runtime must be 'tf.lite' or 'litert', got {runtime!r}")
+
+
+def run_tflite(model_bytes, inputs: dict, num_threads=None, runtime="tf.lite") -> dict:
     """Runs a TFLite model through its (only) signature: {input name: array} -> {output name: array}."""
-    interpreter = tf.lite.Interpreter(model_content=model_bytes, num_threads=num_threads)
+    interpreter = interpreter_class(runtime)(model_content=model_bytes, num_threads=num_threads)
     runner = interpreter.get_signature_runner()
     return {name: np.asarray(value) for name, value in runner(**inputs).items()}
 
 
-def signature_io(model_bytes) -> dict:
+def signature_io(model_bytes, runtime="tf.lite") -> dict:
     """{'inputs': {name: (shape, dtype)}, 'outputs': {...}} of a TFLite model's signature."""
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    interpreter = interpreter_class(runtime)(model_content=model_bytes)
     signature = interpreter.get_signature_list()
     key = next(iter(signature))
     runner = interpreter.get_signature_runner(key)

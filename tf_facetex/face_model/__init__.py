@@ -12,7 +12,8 @@ from tf_facetex import paths
 from tf_facetex.errors import AssetError
 from tf_facetex.face_model.model import MorphableModel
 
-ICT_CACHE_NAME = "ict_facekit_light.npz"
+# The converter's version is in the name: a new converter never reads (nor overwrites) an old cache.
+ICT_CACHE_NAME = "ict_facekit_light_v2.npz"
 
 __all__ = ["CoefficientLayout", "FaceDecoder", "MorphableModel", "load_face_model", "convert_ict_cached"]
 

@@ -8,7 +8,11 @@ Conventions shared by every model (docs/METHOD.md, "Conventions"):
   deviation, so coefficients are roughly standard normal;
 - albedo is linear RGB-like reflectance in [0, 1];
 - UVs may have seams: ``uv_triangles`` index ``uv_coords`` the way ``triangles`` index vertices, so a
-  geometry vertex can carry several UV vertices.
+  geometry vertex can carry several UV vertices;
+- named part groups: ``triangle_parts`` [F] gives each triangle's part (an index into ``part_names``; part 0,
+  ``"skin"``, is the face and head, everything a model without parts has). Other parts (ICT-FaceKit's eyeballs,
+  teeth, gums and tongue, mouth and eye sockets) are never in the UV albedo chart; they render with their own
+  flat reflectance ``part_albedo`` [P, 3] (`tf_facetex.rendering.parts`) and export as their own groups.
 """
 import dataclasses
 import json
@@ -40,7 +44,12 @@ _FIELDS = {
     "symmetry_indices": ("i", ("N",)),
     "face_region_mask": ("b", ("N",)),
     "skin_mask": ("b", ("N",)),
+    "triangle_parts": ("i", ("F",)),
+    "part_albedo": ("f", ("P", 3)),
 }
+# Fields that models saved before they existed may lack (filled with their defaults on load).
+_OPTIONAL_FIELDS = ("triangle_parts", "part_albedo")
+BASE_PART = "skin"
 
 
 @dataclasses.dataclass
@@ -64,8 +73,16 @@ class MorphableModel:
     exp_names: tuple = ()
     albedo_source: str = "none"     # 'model' (real albedo basis), 'photos' (built from photos), 'uniform'
     source: str = ""                # where the model came from, for reports
+    triangle_parts: np.ndarray = None   # [F] int32 index into part_names (None: all 0, the skin)
+    part_albedo: np.ndarray = None      # [P, 3] float32 flat reflectance per part (row 0 unused: the UV albedo)
+    part_names: tuple = (BASE_PART,)
 
     def __post_init__(self):
+        if self.triangle_parts is None:
+            self.triangle_parts = np.zeros(len(self.triangles), np.int32)
+        if self.part_albedo is None:
+            self.part_albedo = np.zeros((len(self.part_names), 3), np.float32)
+        self.part_names = tuple(str(n) for n in self.part_names)
         for name, (kind, _) in _FIELDS.items():
             value = np.asarray(getattr(self, name))
             dtype = {"f": np.float32, "i": np.int32, "b": bool}[kind]
@@ -125,6 +142,14 @@ class MorphableModel:
             value = getattr(self, name)
             if value.size and (value.min() < 0 or value.max() >= bound):
                 raise AssetError(f"{origin}: field '{name}' has indices outside [0, {bound})")
+        if len(self.part_names) != len(self.part_albedo) or self.part_names[0] != BASE_PART:
+            raise AssetError(f"{origin}: {len(self.part_names)} part names (first must be '{BASE_PART}') for "
+                             f"{len(self.part_albedo)} part albedos")
+        if self.triangle_parts.size and (self.triangle_parts.min() < 0
+                                         or self.triangle_parts.max() >= len(self.part_names)):
+            raise AssetError(f"{origin}: field 'triangle_parts' has indices outside [0, {len(self.part_names)})")
+        if np.any(self.textured_triangles & (self.triangle_parts != 0)):
+            raise AssetError(f"{origin}: textured triangles must belong to part '{BASE_PART}'")
         if self.exp_names and len(self.exp_names) != self.num_exp:
             raise AssetError(f"{origin}: {len(self.exp_names)} expression names for {self.num_exp} expression modes")
 
@@ -142,13 +167,29 @@ class MorphableModel:
         mapping[self.uv_triangles.reshape(-1)] = self.triangles.reshape(-1)
         return mapping
 
+    @property
+    def has_parts(self) -> bool:
+        """Whether the model has part groups besides the skin (eyes, teeth, ...)."""
+        return bool(np.any(self.triangle_parts != 0))
+
+    def part_triangles(self, name) -> np.ndarray:
+        """[K] int32 indices of the triangles of a named part (``part_names``); KeyError for an unknown one."""
+        if name not in self.part_names:
+            raise KeyError(f"{self.name} has no part {name!r} (parts: {', '.join(self.part_names)})")
+        return np.flatnonzero(self.triangle_parts == self.part_names.index(name)).astype(np.int32)
+
+    def part_vertices(self, name) -> np.ndarray:
+        """[K] int32 sorted vertex indices used by a named part's triangles."""
+        return np.unique(self.triangles[self.part_triangles(name)]).astype(np.int32)
+
     def mean_landmarks(self) -> np.ndarray:
         """[68, 3] float32: the landmarks of the mean face."""
         return self.mean_shape[self.landmark_indices]
 
     def summary(self) -> str:
+        parts = f", parts: {', '.join(self.part_names[1:])}" if self.has_parts else ""
         return (f"{self.name}: {self.num_vertices} vertices, {self.num_triangles} triangles "
-                f"({int(self.textured_triangles.sum())} textured), {self.num_id} identity / {self.num_exp} expression"
+                f"({int(self.textured_triangles.sum())} textured{parts}), {self.num_id} identity / {self.num_exp} expression"
                 f" / {self.num_tex} albedo modes, albedo: {self.albedo_source}; source: {self.source}")
 
     # ---------------------------------------------------------------- persistence
@@ -157,7 +198,7 @@ class MorphableModel:
         path = pathlib.Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "exp_names": list(self.exp_names),
-                "albedo_source": self.albedo_source, "source": self.source}
+                "albedo_source": self.albedo_source, "source": self.source, "part_names": list(self.part_names)}
         arrays = {name: getattr(self, name) for name in _FIELDS}
         tmp = path.with_name(path.name + ".tmp.npz")
         with open(tmp, "wb") as handle:
@@ -181,14 +222,15 @@ class MorphableModel:
         if meta.get("format_version") != FORMAT_VERSION:
             raise AssetError(f"{path}: format_version {meta.get('format_version')} but this code reads "
                              f"{FORMAT_VERSION}; re-run scripts/prepare_face_model.py")
-        missing = [name for name in _FIELDS if name not in contents]
+        missing = [name for name in _FIELDS if name not in contents and name not in _OPTIONAL_FIELDS]
         if missing:
             raise AssetError(f"{path}: field '{missing[0]}' missing")
         origin = meta.get("source") or ""
         source = str(path) if not origin or origin == str(path) else f"{path} (converted from {origin})"
         return cls(name=meta["name"], exp_names=tuple(meta.get("exp_names", ())),
                    albedo_source=meta.get("albedo_source", "none"), source=source,
-                   **{name: contents[name] for name in _FIELDS})
+                   part_names=tuple(meta.get("part_names", (BASE_PART,))),
+                   **{name: contents[name] for name in _FIELDS if name in contents})
 
     def replace(self, **changes) -> "MorphableModel":
         """A copy with some fields changed (validated again)."""

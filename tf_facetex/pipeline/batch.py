@@ -10,18 +10,17 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 import traceback
 from typing import Callable, List, Sequence
 
 from tqdm import tqdm
 
-from tf_facetex import io_utils, paths
+from tf_facetex import io_utils
 from tf_facetex.data.align import FacePreprocessor
-from tf_facetex.data.datasets import list_image_files
-from tf_facetex.data.images import IMAGE_EXTENSIONS, load_image
+from tf_facetex.data.images import load_image
 from tf_facetex.errors import FaceTexError
+from tf_facetex.inputs import list_inputs
 from tf_facetex.pipeline.contact_sheet import write_index_html
 from tf_facetex.pipeline.outputs import OutputOptions, write_face_outputs
 
@@ -32,14 +31,17 @@ class FaceFinder:
     face should be rejected in a second, not after that.
 
     Args:
-      detector: 'hog' or 'cnn'; masker: 'parsing' (falls back to 'skin' without weights), 'skin', 'hull' or a
-      `FaceMasker`; all_faces: every face instead of the largest.
+      detector: 'auto', 'hog', 'cnn' or a detector object (`tf_facetex.data.detect.build_detector`);
+      masker: 'parsing' (the shipped network; 'skin' with a WARNING when the default file is missing), 'skin',
+      'hull' or a `FaceMasker`; all_faces: every face instead of the largest; parsing_weights: the parsing net's
+      file (default: `paths.parsing_net_weights()`, the shipped saved_models/parsing_net/parsing_net.keras).
     """
 
-    def __init__(self, detector="hog", masker="parsing", all_faces=False, log=print):
+    def __init__(self, detector="auto", masker="parsing", all_faces=False, log=print, parsing_weights=None):
         self.aligner = FacePreprocessor(detector=detector, masker=None, all_faces=all_faces)
         self.masker_spec = masker
         self.masker = None if isinstance(masker, str) else masker
+        self.parsing_weights = parsing_weights
         self.log = log
 
     def face_masker(self):
@@ -49,7 +51,7 @@ class FaceFinder:
             # rejected before that.
             from tf_facetex.data.parsing_net import masker_from_name
 
-            self.masker = masker_from_name(self.masker_spec, paths.parsing_net_weights(), log=self.log)
+            self.masker = masker_from_name(self.masker_spec, self.parsing_weights, log=self.log)
         return self.masker
 
     def from_image(self, image, name="<image>"):
@@ -61,30 +63,16 @@ class FaceFinder:
         return faces
 
 
-def resolve_inputs(path, recursive=True) -> List[pathlib.Path]:
-    """An image file or a folder of them -> sorted image paths. FaceTexError when there is nothing to do."""
-    path = pathlib.Path(path).expanduser()
-    if path.is_dir():
-        files = list_image_files(path, recursive=recursive)
-        if not files:
-            raise FaceTexError(f"{path}: no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
-        return files
-    if path.is_file():
-        return [path]
-    raise FaceTexError(f"{path}: no such file or folder")
+def resolve_inputs(path, recursive=True, output_dir=None) -> List[pathlib.Path]:
+    """An image file or a folder of them -> sorted image paths (`tf_facetex.inputs.list_inputs`, which also says
+    what it skipped and why). FaceTexError when there is nothing to do."""
+    return list_inputs(path, recursive=recursive, output_dir=output_dir).files
 
 
 def check_output_dir(path) -> pathlib.Path:
-    """Creates the output folder if needed and proves it is writable (a probe file), before any work is done."""
-    path = pathlib.Path(path).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write_probe.", dir=path)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise FaceTexError(f"{path}: output folder is not writable ({err.strerror or err})") from err
-    return path
+    """Creates the output folder if needed and proves it is writable, before any work is done
+    (`io_utils.ensure_output_dir`)."""
+    return io_utils.ensure_output_dir(path)
 
 
 def folder_names(paths: Sequence[pathlib.Path]) -> dict:
@@ -139,7 +127,12 @@ class RunSummary:
 
     @property
     def failed_inputs(self) -> int:
-        return len({error["input"] for error in self.errors})
+        return len({error["input"] for error in self.errors if not error.get("skipped")})
+
+    @property
+    def skipped(self) -> int:
+        """Entries of the input folder that were not photos (`tf_facetex.inputs`), listed in errors.json."""
+        return sum(1 for error in self.errors if error.get("skipped"))
 
     @property
     def all_failed(self) -> bool:
@@ -155,7 +148,7 @@ def _error_text(err, verbose=False):
 
 def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object], preprocessor,
                        batch_size=1, options: OutputOptions = OutputOptions(), all_faces=False, progress=True,
-                       log=print, verbose=False, run_info=None) -> RunSummary:
+                       log=print, verbose=False, run_info=None, skipped=()) -> RunSummary:
     """Reconstructs every face of every input image into ``out_dir/<stem>[_face<k>]/``.
 
     Args:
@@ -166,6 +159,8 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object]
       preprocessor: a `FaceFinder` or `FacePreprocessor` (detect, 68 landmarks, align, mask).
       batch_size: faces per reconstruction batch.
       all_faces: every face of a photo (folders get ``_face<k>``), else the largest.
+      skipped: records of input entries that were not photos (`tf_facetex.inputs.InputListing.skipped`); they go
+        into errors.json, not into the input count.
     A failing input (unreadable, no face, ...) is recorded and the run goes on; a face folder appears only when it
     is complete (written as ``.<name>.*.partial`` and renamed). ``errors.json`` and ``index.html`` are rewritten
     at the end. Returns a `RunSummary`.
@@ -173,6 +168,8 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object]
     start = time.perf_counter()
     out_dir = pathlib.Path(out_dir)
     summary = RunSummary(out_dir=out_dir, inputs=len(inputs))
+    summary.errors.extend(dict(record) for record in skipped)
+    io_utils.remove_stale_staging(out_dir, log=log)   # what a killed run left (only its staging folders)
     names = folder_names(inputs)
     reconstructor = None
     pending = []   # (path, photo, face)
@@ -197,13 +194,13 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object]
             name = names[path] + (f"_face{face.face_index}" if all_faces else "")
             staging = None
             try:
-                staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
+                staging = io_utils.make_staging_dir(out_dir, name)
                 write_face_outputs(result, staging, reconstructor.model, reconstructor.layout, photo, path,
                                    reconstructor.uv_mask, options,
                                    info={"pipeline": reconstructor.describe(), **(run_info or {})})
                 publish_folder(staging, out_dir / name)
                 summary.outputs.append({"input": str(path), "folder": name, "face_index": face.face_index,
-                                        "metrics": result.metrics})
+                                        "detector": getattr(face, "detector", "hog"), "metrics": result.metrics})
             except Exception as err:  # noqa: BLE001
                 if staging is not None:
                     shutil.rmtree(staging, ignore_errors=True)

@@ -6,7 +6,7 @@ import json
 import pathlib
 from typing import List
 
-from tf_facetex import io_utils
+from tf_facetex import io_utils, viewer
 from tf_facetex.pipeline.result import OUTPUT_FILES, RESULT_MARKER
 
 
@@ -37,7 +37,7 @@ def index_html(out_dir, errors=()) -> str:
             f'<tr><td><b>{name}</b><br><small>{html.escape(str(record.get("source_image", "")))}</small><br>'
             f'<small>{html.escape(numbers)}</small></td>'
             f'<td><a href="{href("overlay.jpg")}"><img src="{href("thumbnail.jpg")}" alt="{name}" '
-            f'loading="lazy"></a></td><td class="links">{links}</td></tr>')
+            f'loading="lazy"></a></td>{viewer.contact_sheet_cell(folder, href(""))}<td class="links">{links}</td></tr>')
     error_rows = "".join(f"<li><code>{html.escape(e['input'])}</code>: {html.escape(e['error'])}</li>"
                          for e in errors)
     legend = "".join(f"<li><code>{html.escape(f)}</code>: {html.escape(d)}</li>" for f, d in OUTPUT_FILES.items())
@@ -47,7 +47,7 @@ def index_html(out_dir, errors=()) -> str:
 img{{height:128px}}td.links{{font-size:90%;max-width:40em}}</style></head><body>
 <h1>tf_facetex results</h1>
 <p>{len(rows)} face(s). Thumbnails: aligned input | R(A', L') | albedo A'. Click a thumbnail for the overlay on
-the photo.</p>
+the photo. 3D viewer: drag to turn, wheel to zoom; the sliders or a right-button drag move the light.</p>
 <table>{''.join(rows)}</table>
 {f'<h2>Errors ({len(errors)})</h2><ul>{error_rows}</ul>' if errors else ''}
 <h2>Files in each folder</h2><ul>{legend}</ul>

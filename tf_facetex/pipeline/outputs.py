@@ -8,9 +8,10 @@ from typing import List
 import cv2
 import numpy as np
 
-from tf_facetex import io_utils
+from tf_facetex import io_utils, viewer
 from tf_facetex.data.align import apply_affine, paste_back
 from tf_facetex.errors import FaceTexError
+from tf_facetex.export import gltf as gltf_export
 from tf_facetex.export import mesh as mesh_export
 from tf_facetex.pipeline.result import FORMAT, OUTPUT_FILES, RESULT_MARKER, FaceResult
 from tf_facetex.visualize import to_uint8
@@ -39,6 +40,9 @@ def coefficients_record(result: FaceResult, model, layout, source, info=None) ->
         "expression_names": list(model.exp_names),
         "angles_degrees": {"pitch": pitch, "yaw": yaw, "roll": roll},
         "tone": result.tone.tolist(),
+        "part_albedo": ({} if result.part_albedo is None else  # eyes, teeth, ... (tf_facetex.rendering.parts)
+                        {name: np.asarray(result.part_albedo[k]).round(5).tolist()
+                         for k, name in enumerate(model.part_names) if k > 0}),
         "alignment": {
             "crop_size": int(face.image.shape[0]),
             "transform": np.asarray(face.transform).tolist(),
@@ -48,7 +52,9 @@ def coefficients_record(result: FaceResult, model, layout, source, info=None) ->
             "landmarks_photo": apply_affine(face.inverse, face.landmarks).tolist(),
             "box": None if face.box is None else np.asarray(face.box).tolist(),
             "detector_score": float(face.score),
+            "detector": getattr(face, "detector", "hog"),
         },
+        "grayscale_input": bool(getattr(face, "grayscale", False)),
         "conventions": {
             "coefficients": "[id, exp, tex, angles(3, radians: pitch, yaw, roll), gamma(27), translation(3, dm)]",
             "pose": "R = Rz(roll) Ry(yaw) Rx(pitch), posed = R v + t; model units decimetres, y up, face towards +z",
@@ -113,9 +119,16 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
                                      uv_size=result.albedo_uv.shape[0])
     header = [f"tf_facetex reconstruction of {source} (face {getattr(result.face, 'face_index', 0)})",
               f"face model {model.name}; {options.mesh_pose}; metres, y up, face towards +z"]
+    parts = mesh_export.part_meshes(model, vertices, normals if options.mesh_normals else None, result.part_albedo)
     paths = mesh_export.write_textured_obj(folder, mesh, np.clip(result.albedo_uv, 0, 1), texture_name="albedo.png",
-                                           uv_mask=uv_mask, header=header)
+                                           uv_mask=uv_mask, header=header, parts=parts)
     written += [paths["texture"], paths["mtl"], paths["obj"]]
+    posed_vertices = result.posed_vertices if options.mesh_pose == "posed" else None
+    written.append(gltf_export.write_face_glb(
+        folder / "mesh.glb", model, result.vertices, result.coeffs[layout.slices["exp"]], paths["texture"],
+        posed_vertices=posed_vertices, part_albedo=result.part_albedo))
+    written.append(viewer.write_face_viewer(folder, model, result.vertices, paths["texture"], posed_vertices,
+                                            part_albedo=result.part_albedo))
     written.append(io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)))
     written.append(io_utils.write_image(folder / "shading.png", fill(np.clip(result.shading_uv, 0, 1))))
     written.append(io_utils.write_image(folder / "visibility.png", result.visibility_uv[..., 0] * uv_mask))

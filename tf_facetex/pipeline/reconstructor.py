@@ -18,7 +18,9 @@ from tf_facetex.prior.landmark_fit import LandmarkFitConfig
 from tf_facetex.prior.module import PriorConfig, PriorModule
 from tf_facetex.refinement.base import Refiner
 from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+from tf_facetex.grayscale import grey_where
 from tf_facetex.rendering import FaceRenderer
+from tf_facetex.rendering import parts as parts_lib
 from tf_facetex.rendering.renderer import DEFAULT_UV_SIZE
 
 
@@ -30,6 +32,7 @@ class ReconstructionConfig:
     landmark_steps: int = 300           # landmark-fit steps of the fitting prior
     image_size: int = CROP_SIZE
     mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
+    unwrap_mask_threshold: float = 0.9  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
     turntable_light: str = TURNTABLE_LIGHT
     turntable_yaws: tuple = TURNTABLE_YAWS
 
@@ -39,7 +42,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
-                 background=0.0):
+                 background=0.0, with_parts=None):
     """Renders faces with given coefficients under any light and pose (relighting, turntables).
 
     Args:
@@ -47,6 +50,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
       coeffs: [B, C] (identity and expression used; angles / translation unless overridden).
       albedo_uv: [B, S, S, 3]; light: [B, 27] global SH or [B, S, S, 27] per-texel map.
       angles: [B, 3] (pitch, yaw, roll) radians, or None = the coefficients'; translation: [B, 3] or None.
+      with_parts: (model, part_albedo [B, P, 3]) to render the model's eyes, teeth and sockets too (shaded by the
+        global light; a per-texel light map lights them by its chart mean), or None.
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
@@ -54,8 +59,18 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
     posed = decoder.pose(coeffs, angles, translation)["posed"]
     raster = renderer.rasterize(posed)
     normals_uv = renderer.normals_uv(posed_vertices=posed)
-    return renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
-                           background=background)
+    image, mask = renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
+                                  background=background)
+    if with_parts is not None and with_parts[0].has_parts:
+        model, part_albedo = with_parts
+        light = tf.convert_to_tensor(light, tf.float32)
+        gamma = light if light.shape.rank == 2 else (tf.reduce_sum(light * renderer.uv_mask, axis=[1, 2])
+                                                     / tf.reduce_sum(renderer.uv_mask))
+        part_image, part_mask = parts_lib.render_parts(model.triangles, model.triangle_parts, raster, part_albedo,
+                                                       gamma, renderer.vertex_normals(posed))
+        image = image * (1.0 - part_mask) + part_image * part_mask
+        mask = tf.minimum(mask + part_mask, 1.0)
+    return image, mask
 
 
 def turntable_poses(count_or_yaws=TURNTABLE_YAWS):
@@ -85,7 +100,8 @@ class Reconstructor:
         self.renderer = FaceRenderer(model, config.image_size, config.uv_size)
         prior_config = PriorConfig(mode=config.prior, image_size=config.image_size, uv_size=config.uv_size,
                                    landmark=LandmarkFitConfig(steps=config.landmark_steps),
-                                   mask_unwrap=config.mask_unwrap)
+                                   mask_unwrap=config.mask_unwrap,
+                                   unwrap_mask_threshold=config.unwrap_mask_threshold)
         try:
             self.prior = PriorModule(model, prior_config, regressor=regressor, renderer=self.renderer)
         except ValueError as err:
@@ -132,11 +148,24 @@ class Reconstructor:
         with self.timer("refine"):
             refined = self.refiner(prior_out)
         albedo_uv, light_uv = refined["albedo_uv"], refined["light_uv"]
+        grey = [bool(getattr(face, "grayscale", False)) for face in faces]
+        if any(grey):  # a grey photo has a grey albedo and light (tf_facetex/grayscale.py)
+            albedo_uv, light_uv, gamma = grey_where(grey, albedo_uv, light_uv, prior_out["gamma"])
+            prior_out = {**prior_out, "gamma": gamma}
         posed = prior_out["posed_vertices"]
         raster = self.renderer.rasterize(posed)
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
+        part_albedo = None
+        if self.model.has_parts:  # eyes, teeth, sockets close the render (tf_facetex.rendering.parts)
+            vertex_normals = self.renderer.vertex_normals(posed)
+            part_albedo, part_pixels = parts_lib.estimate_part_albedo(self.model, raster, images, prior_out["gamma"],
+                                                                      vertex_normals, masks)
+            part_image, part_mask = parts_lib.render_parts(self.model.triangles, self.model.triangle_parts, raster,
+                                                           part_albedo, prior_out["gamma"], vertex_normals)
+            coarse, _ = parts_lib.composite(coarse, render_mask, part_image, part_mask)
+            detailed, render_mask = parts_lib.composite(detailed, render_mask, part_image, part_mask)
         shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
         parts = self.layout.split(prior_out["coeffs"])
         decoded = self.decoder({"id": parts["id"], "exp": parts["exp"]})
@@ -150,7 +179,7 @@ class Reconstructor:
         turntables = None
         if self.config.turntable_yaws:
             with self.timer("turntable"):
-                turntables = self._turntables(prior_out["coeffs"], albedo_uv)
+                turntables = self._turntables(prior_out["coeffs"], albedo_uv, part_albedo)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
         # ~7x slower at batch 16, scripts/bench.py).
         psnr = {name: _numpy(value) for name, value in psnr.items()}
@@ -167,15 +196,20 @@ class Reconstructor:
             if landmark_error is not None:
                 face_metrics["landmark_error_px"] = float(landmark_error[b])
             face_metrics["uv_seen_fraction"] = float(arrays["visibility_uv"][b].sum() / max(self.uv_mask.sum(), 1.0))
+            if part_albedo is not None:  # photo pixels behind each estimated part colour (0: the default)
+                face_metrics.update({f"{name}_pixels": int(count[b]) for name, count in part_pixels.items()})
             out.append(FaceResult(face=face, **{name: value[b] for name, value in arrays.items()},
-                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics))
+                                  turntable=None if turntables is None else turntables[b], metrics=face_metrics,
+                                  part_albedo=None if part_albedo is None else part_albedo[b]))
         return out
 
-    def render(self, coeffs, albedo_uv, light, angles=None, translation=None):
-        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1])."""
-        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation)
+    def render(self, coeffs, albedo_uv, light, angles=None, translation=None, part_albedo=None):
+        """`render_posed` with this reconstructor's renderer: -> (images [B, H, H, 3], masks [B, H, H, 1]).
+        With ``part_albedo`` [B, P, 3] (a model with parts) the eyes, teeth and sockets are rendered too."""
+        return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation,
+                            with_parts=None if part_albedo is None else (self.model, part_albedo))
 
-    def _turntables(self, coeffs, albedo_uv):
+    def _turntables(self, coeffs, albedo_uv, part_albedo=None):
         """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred)."""
         angles, translation = turntable_poses(self.config.turntable_yaws)
         views = angles.shape[0]
@@ -183,6 +217,8 @@ class Reconstructor:
         strips = []
         for b in range(int(coeffs.shape[0])):
             images, _ = self.render(tf.repeat(coeffs[b:b + 1], views, axis=0),
-                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation)
+                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation,
+                                    part_albedo=None if part_albedo is None else np.repeat(part_albedo[b:b + 1],
+                                                                                           views, axis=0))
             strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
         return strips

@@ -15,11 +15,13 @@ from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data.images import load_image
 from tf_facetex.errors import FaceTexError
 from tf_facetex.pipeline.result import RESULT_MARKER
+from tf_facetex.reconstruction_files import check_record_numbers, load_light_map
 
 
-def load_reconstruction(folder):
+def load_reconstruction(folder, need_light=True):
     """Reads a face folder back: {'record': coefficients.json dict, 'albedo_uv' [S, S, 3] float32,
-    'light_uv' [S, S, 27] float32 or None}. FaceTexError when the folder is not a complete reconstruction."""
+    'light_uv' [S, S, 27] float32 or None (also when not ``need_light``: a damaged illumination.npy then does not
+    block a relight under another light)}. FaceTexError when the folder is not a complete reconstruction."""
     folder = pathlib.Path(folder)
     marker = folder / RESULT_MARKER
     if not marker.is_file():
@@ -29,13 +31,9 @@ def load_reconstruction(folder):
         record = json.loads(marker.read_text())
     except (OSError, ValueError) as err:
         raise FaceTexError(f"{marker}: unreadable ({err})") from err
+    check_record_numbers(record, marker)
     albedo = load_image(folder / "albedo.png", min_side=2).astype(np.float32) / 255.0
-    light = None
-    if (folder / "illumination.npy").is_file():
-        try:
-            light = np.load(folder / "illumination.npy", allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as err:
-            raise FaceTexError(f"{folder / 'illumination.npy'}: unreadable ({err})") from err
+    light = load_light_map(folder / "illumination.npy", albedo.shape[0]) if need_light else None
     return {"record": record, "albedo_uv": albedo, "light_uv": light}
 
 
@@ -67,7 +65,7 @@ def relight_reconstruction(folder, light="studio", yaw=None, pitch=None, roll=No
     Returns:
       (image [H, H, 3] float in [0, 1+], mask [H, H, 1], description str).
     """
-    data = load_reconstruction(folder)      # first: a wrong folder is reported before TensorFlow loads
+    data = load_reconstruction(folder, need_light=light == "estimated")   # first: before TensorFlow loads
     record = data["record"]
 
     # Lazy: TensorFlow and the renderer load after the folder was read and checked (start-up cost).
@@ -108,7 +106,12 @@ def relight_reconstruction(folder, light="studio", yaw=None, pitch=None, roll=No
         gamma, description = lighting_presets.resolve_light(light, normalize_env=normalize_env, scale=light_scale)
         gamma = gamma[None]
     renderer = FaceRenderer(model, image_size or record.get("alignment", {}).get("crop_size", CROP_SIZE), uv_size)
+    part_albedo = np.asarray(model.part_albedo, np.float32).copy()
+    for k, name in enumerate(model.part_names):
+        if name in record.get("part_albedo", {}):
+            part_albedo[k] = record["part_albedo"][name]
     image, mask = render_posed(renderer, FaceDecoder(model), layout, coeffs[None], albedo[None], gamma,
-                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]))
+                               tf.constant(angles[None]), tf.constant(np.asarray(translation, np.float32)[None]),
+                               with_parts=(model, part_albedo[None]))
     pose = ", ".join(f"{name} {value:+.1f}" for name, value in zip(("pitch", "yaw", "roll"), np.degrees(angles)))
     return image.numpy()[0], mask.numpy()[0], f"{description}; pose {pose} degrees"

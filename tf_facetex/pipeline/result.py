@@ -19,6 +19,8 @@ OUTPUT_FILES = {
     "visibility.png": "texels the photo showed (white) vs. completed ones (black)",
     "mesh.obj": "textured mesh (metres, y up, face towards +z; `vt` half-texel exact)",
     "mesh.mtl": "material referencing albedo.png",
+    "mesh.glb": "glTF 2.0: the same mesh, albedo embedded, the expressions as named morph targets",
+    "viewer.html": "interactive 3D viewer of the face with a movable light (self-contained, works offline)",
     "coefficients.json": "named coefficients, tone, face model, alignment transform, camera, metrics",
     "aligned.png": "the aligned 224 x 224 input crop",
     "render_detailed.png": "R(A', L'): the re-render with the detailed light (RGBA, alpha = rendered face)",
@@ -43,7 +45,7 @@ class FaceResult:
     visibility_uv: np.ndarray       # [S, S, 1]
     render_detailed: np.ndarray     # [H, H, 3] R(A', L')
     render_coarse: np.ndarray       # [H, H, 3] R(A', L), L = gamma
-    render_mask: np.ndarray         # [H, H, 1] M_proj
+    render_mask: np.ndarray         # [H, H, 1] M_proj, plus the pixels of the model's parts (eyes, teeth, ...)
     face_mask: np.ndarray           # [H, H, 1] M_face = face (skin) mask x M_proj: where the photo is explained
     vertices: np.ndarray            # [N, 3] fitted identity + expression, model frame, decimetres (unposed)
     normals: np.ndarray             # [N, 3] their unit normals
@@ -51,3 +53,4 @@ class FaceResult:
     posed_normals: np.ndarray       # [N, 3]
     turntable: Optional[np.ndarray]  # [H, H * views, 3] in [0, 1], or None
     metrics: dict
+    part_albedo: Optional[np.ndarray] = None  # [P, 3] reflectance of the model's parts (eyes, teeth, ...), or None

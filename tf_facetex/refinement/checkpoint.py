@@ -62,9 +62,14 @@ def load_refinement_net(checkpoint, log=print):
     try:
         status = tf.train.Checkpoint(generator=net).restore(prefix).expect_partial()
         status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as err:
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as err:   # IndexError: a truncated .data
         raise AssetError(f"{prefix}: cannot restore the refinement network ({' '.join(str(err).split())[:300]})") \
             from err
+    from tf_facetex.training.checkpoints import non_finite_variables
+
+    bad = non_finite_variables(net.weights)
+    if bad:
+        raise AssetError(f"{prefix}: {len(bad)} weight tensor(s) hold NaN/Inf (e.g. {bad[0]}); use another checkpoint")
     log(f"[tf_facetex] refinement network: {preset} preset, UV {uv_size}, {net.count_params():,} parameters, "
         f"weights from {prefix}")
     return net, {"checkpoint": prefix, "uv_size": uv_size, "face_model": record.get("face_model"),

@@ -194,6 +194,35 @@ def gather_pixels(image_values, pixel_xy):
     return tf.reshape(tf.gather(flat, linear, batch_dims=1), tf.shape(pixel_xy)[:-1])
 
 
+def min_bilinear_taps(image_values, pixel_xy):
+    """Smallest value among the bilinear taps with non-zero weight (as `interpolate.bilinear_sample` reads them).
+
+    image_values [B, H, W] float, pixel_xy [B, ..., 2] (clamped to the image) -> [B, ...]. A texel sampled
+    from a mask is "inside" only when every pixel its colour is mixed from is.
+    """
+    image_values = tf.convert_to_tensor(image_values, tf.float32)
+    height, width = tf.shape(image_values)[1], tf.shape(image_values)[2]
+    max_xy = tf.cast(tf.stack([width - 1, height - 1]), tf.float32)
+    coords = tf.clip_by_value(tf.cast(pixel_xy, tf.float32), 0.0, max_xy)
+    low = tf.floor(coords)
+    frac = coords - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, tf.cast(max_xy, tf.int32))
+    flat = tf.reshape(image_values, [tf.shape(image_values)[0], -1])
+    batch = tf.shape(pixel_xy)[0]
+    big = tf.constant(np.inf, tf.float32)
+
+    def tap(x, y, weight):
+        linear = tf.reshape(y * width + x, [batch, -1])
+        values = tf.reshape(tf.gather(flat, linear, batch_dims=1), tf.shape(weight))
+        return tf.where(weight > 0.0, values, big)
+
+    fx, fy = frac[..., 0], frac[..., 1]
+    taps = [tap(low[..., 0], low[..., 1], (1.0 - fx) * (1.0 - fy)), tap(high[..., 0], low[..., 1], fx * (1.0 - fy)),
+            tap(low[..., 0], high[..., 1], (1.0 - fx) * fy), tap(high[..., 0], high[..., 1], fx * fy)]
+    return tf.reduce_min(tf.stack(taps, axis=0), axis=0)
+
+
 def depth_slopes(pixels, depth, triangles):
     """Screen-space depth slope of every triangle, |d depth / d pixel| at its centroid.
 

@@ -5,12 +5,20 @@
 - `CheckpointKeeper`: a CheckpointManager that refuses to write a state with NaN/Inf in it (so the newest checkpoint
   on disk is always a good one) and, under MultiWorkerMirroredStrategy, lets every worker take part in the save
   (collective ops) while only the chief writes into the run folder.
+- Damaged checkpoints (a truncated or garbled ``.data``/``.index`` after a crash or a full disk): `restore_latest`
+  checks the newest checkpoint's files (TensorFlow's per-tensor checksums) before restoring, moves a damaged one
+  aside as ``corrupt-ckpt-N.*``, falls back to the newest intact one and logs which steps are lost.
+- `resume_step` also drops the metrics.jsonl records logged after the restored step (a killed run logs steps its
+  last checkpoint does not hold; the resumed run logs them again), so every step appears once.
 - `StopSignal`: turns SIGTERM (and Ctrl-C) into a flag the loop checks after each step, so a killed run saves the
   step it is at and loses nothing.
 """
 from __future__ import annotations
 
+import json
+import os
 import pathlib
+import re
 import shutil
 import signal
 import tempfile
@@ -22,6 +30,10 @@ import tensorflow as tf
 from tf_facetex.errors import TrainingError
 
 CHECKPOINT_PREFIX = "ckpt"
+CORRUPT_PREFIX = "corrupt-"
+# What a damaged checkpoint raises when read: OpError (checksum, short sstable, missing shard), IndexError ("Read
+# less bytes than requested" of a truncated .data file), ValueError / OSError from the Python readers.
+_READ_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError)
 
 
 def make_checkpoint(trainer) -> tf.train.Checkpoint:
@@ -55,6 +67,30 @@ def checkpoint_step(path) -> int:
     raise TrainingError(f"{path}: not a training checkpoint (no step)")
 
 
+def checkpoint_damage(path):
+    """None when every tensor of the checkpoint at prefix ``path`` reads back with its checksum; else the reason
+    (one line), e.g. a truncated ``.data`` file or an ``.index`` that is not an sstable."""
+    try:
+        reader = tf.train.load_checkpoint(str(path))
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except _READ_ERRORS as err:
+        return " ".join(str(err).split())[:200] or type(err).__name__
+    return None
+
+
+def checkpoint_number(path):
+    """N of a ``.../ckpt-N`` prefix (the step it was saved at), or None."""
+    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}-(\d+)", pathlib.Path(str(path)).name)
+    return int(match.group(1)) if match else None
+
+
+def lost_steps_text(lost_step, restored_step) -> str:
+    """'steps 5-6' / 'step 6': the steps between a restored checkpoint and a lost newer one."""
+    first = restored_step + 1
+    return f"step {lost_step}" if first >= lost_step else f"steps {first}-{lost_step}"
+
+
 def checkpoint_is_finite(path) -> bool:
     """True when every floating-point tensor in the checkpoint file is finite."""
     reader = tf.train.load_checkpoint(str(path))
@@ -77,10 +113,11 @@ class CheckpointKeeper:
         needed for the collective ops) that is deleted straight after.
     """
 
-    def __init__(self, directory, trainer, max_to_keep=3, is_chief=True):
+    def __init__(self, directory, trainer, max_to_keep=3, is_chief=True, log=print):
         self.directory = pathlib.Path(directory)
         self.trainer = trainer
         self.is_chief = is_chief
+        self.log = log
         self.checkpoint = make_checkpoint(trainer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=max_to_keep,
                                                   checkpoint_name=CHECKPOINT_PREFIX)
@@ -90,17 +127,72 @@ class CheckpointKeeper:
         """Path prefix of the newest checkpoint, or None."""
         return self.manager.latest_checkpoint
 
-    def restore_latest(self):
-        """Restores the newest checkpoint; returns its step, or None when the folder has none."""
-        path = self.manager.latest_checkpoint
-        if path is None:
-            return None
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.OpError) as err:
-            raise TrainingError(f"{path}: cannot restore into this model ({' '.join(str(err).split())[:300]}); "
-                                "was it trained with another network preset or UV size?") from err
-        return int(self.trainer.step.numpy())
+    def candidates(self) -> list:
+        """Checkpoint prefixes, newest (highest step) first: the manager's list plus any ``ckpt-N`` whose index is
+        on disk (a lost or stale ``checkpoint`` state file must not hide them)."""
+        paths = {str(p) for p in self.manager.checkpoints}
+        paths |= {str(p.with_suffix("")) for p in self.directory.glob(f"{CHECKPOINT_PREFIX}-*.index")}
+        numbered = [(checkpoint_number(p), p) for p in paths if checkpoint_number(p) is not None]
+        return [p for _, p in sorted(numbered, reverse=True)]
+
+    def restore_latest(self, log=None):
+        """Restores the newest intact checkpoint; returns its step, or None when the folder has none.
+
+        A damaged newer checkpoint (unreadable files, see `checkpoint_damage`) is moved aside as
+        ``corrupt-ckpt-N.*`` (by the chief) and the steps it held are logged as lost.
+
+        Raises:
+          TrainingError: no checkpoint is intact (nothing is moved then), or the newest intact one does not fit this
+            model (another network preset or UV size).
+        """
+        log = log or getattr(self, "log", print)
+        damaged = []   # (path, reason)
+        for path in self.candidates():
+            reason = checkpoint_damage(path)
+            if reason is not None:
+                damaged.append((path, reason))
+                continue
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as err:
+                raise TrainingError(f"{path}: cannot restore into this model ({' '.join(str(err).split())[:300]}); "
+                                    "was it trained with another network preset or UV size?") from err
+            step = int(self.trainer.step.numpy())
+            if damaged:
+                self._set_aside(damaged, path)
+                for lost, reason in damaged:
+                    log(f"[checkpoints] {pathlib.Path(lost).name} is damaged ({reason}); resuming from "
+                        f"{pathlib.Path(path).name}: {lost_steps_text(checkpoint_number(lost), step)} lost, they are "
+                        "trained again")
+            return step
+        if damaged:
+            names = ", ".join(f"{pathlib.Path(p).name} ({reason})" for p, reason in damaged)
+            raise TrainingError(f"{self.directory}: no intact checkpoint to resume from; damaged: {names}. Restore the "
+                                "folder from a backup or start a new --model_dir")
+        return None
+
+    def _set_aside(self, damaged, newest_intact):
+        """Renames the damaged checkpoints' files to ``corrupt-ckpt-N.*`` (kept for inspection, never taken again)
+        and rewrites the manager's state so that ``newest_intact`` is the latest."""
+        if not self.is_chief:
+            return   # the chief moves the files; the others only skip them
+        lost = {str(p) for p, _ in damaged}
+        for path in lost:
+            prefix = pathlib.Path(path)
+            for file in prefix.parent.glob(prefix.name + ".*"):
+                target = file.with_name(CORRUPT_PREFIX + file.name)
+                if target.exists():
+                    target = file.with_name(f"{CORRUPT_PREFIX}{os.getpid()}-{file.name}")
+                os.replace(file, target)
+        kept = [str(p) for p in self.manager.checkpoints if str(p) not in lost]
+        if newest_intact not in kept:
+            kept.append(newest_intact)
+        kept.sort(key=checkpoint_number)
+        tf.compat.v1.train.update_checkpoint_state(str(self.directory), newest_intact,
+                                                   all_model_checkpoint_paths=kept)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory),
+                                                  max_to_keep=getattr(self.manager, "_max_to_keep", 3),
+                                                  checkpoint_name=CHECKPOINT_PREFIX)
 
     def save(self) -> str:
         """Saves at the trainer's current step after checking every variable is finite.
@@ -153,15 +245,47 @@ def refuse_to_overwrite(keeper, resume: bool):
                             "continue that run or choose a new --model_dir")
 
 
-def resume_step(keeper, resume: bool, log, tag: str) -> int:
-    """Restores the newest checkpoint when ``resume`` (model, optimisers, step) and returns the step to start at."""
+def resume_step(keeper, resume: bool, log, tag: str, metrics_path=None) -> int:
+    """Restores the newest intact checkpoint when ``resume`` (model, optimisers, step) and returns the step to start
+    at. The run's metrics.jsonl (default: next to the checkpoints folder) loses its records after that step."""
     if not resume:
         return 0
-    restored = keeper.restore_latest()
+    restored = keeper.restore_latest(log=lambda line: log(line.replace("[checkpoints]", f"[{tag}]")))
     if restored is None:
         log(f"[{tag}] --resume: no checkpoint in {keeper.directory}, starting at step 0")
+    start = restored or 0
+    if getattr(keeper, "is_chief", True):
+        path = pathlib.Path(metrics_path or pathlib.Path(keeper.directory).parent / "metrics.jsonl")
+        dropped = truncate_metrics_after(path, start)
+        if dropped:
+            log(f"[{tag}] {path.name}: dropped {dropped} record(s) logged after step {start} (logged again now)")
+    return start
+
+
+def truncate_metrics_after(path, step) -> int:
+    """Rewrites a metrics.jsonl (atomically) without the records after ``step`` and without torn lines (a kill -9
+    mid-write); returns how many lines were dropped (0: the file is left untouched)."""
+    from tf_facetex import io_utils
+
+    path = pathlib.Path(path)
+    if not path.is_file():
         return 0
-    return restored
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if record_step > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        io_utils.write_text(path, "".join(line + "\n" for line in kept))
+    return dropped
 
 
 class StopSignal:
