@@ -494,7 +494,9 @@ def test_a_damaged_light_map_is_read_only_for_the_estimated_light(face_folder, t
         asked.append(need_light)
         raise Stop   # stops before TensorFlow and the renderer load
 
-    monkeypatch.setattr(pipeline, "load_reconstruction", recording_load)
+    from tf_facetex.pipeline import relight
+
+    monkeypatch.setattr(relight, "load_reconstruction", recording_load)
     for light in ("front", "estimated", "coarse"):
         with pytest.raises(Stop):
             pipeline.relight_reconstruction(folder, light)
@@ -531,6 +533,7 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 from tf_facetex import cli, io_utils, pipeline
 from tf_facetex.inputs import list_inputs
+from tf_facetex.pipeline import batch
 
 FILES = ("albedo.png", "illumination.npy", "mesh.obj", "render_detailed.png", "overlay.jpg", "thumbnail.jpg")
 REPEAT = int(os.environ.get("FAKE_REPEAT", "2000"))
@@ -588,7 +591,7 @@ class Finder:
 
 
 def main(argv):
-    pipeline.write_face_outputs = write_face_outputs
+    batch.write_face_outputs = write_face_outputs   # the batch runner's writer (tf_facetex/pipeline/batch.py)
     listing = list_inputs(argv[2], output_dir=argv[3])
     out = pipeline.check_output_dir(argv[3])
     summary = pipeline.reconstruct_inputs(listing.files, out, Reconstructor, Finder(), batch_size=2,
