@@ -91,6 +91,21 @@ def unrolled_sh_shading(normals, sh_coeffs):
     return tf.stack(channels, axis=-1)
 
 
+def matvec_sh_shading(normals, sh_coeffs):
+    """`sh.shading` for a per-texel light map as one batched 3x9 matrix-vector product per texel (same
+    result): without XLA it reads the 27-channel map once instead of once per broadcast op.
+
+    Args:
+      normals: [..., 3] unit normals; sh_coeffs: [..., 27] with the same leading shape (channel-major).
+    Returns:
+      [..., 3] shading, ambient 0.8 on the DC terms included.
+    """
+    basis = tf.reshape(sh.sh_basis(normals), [-1, sh.NUM_BASIS])                     # [T, 9]
+    gamma = tf.reshape(sh_coeffs, [-1, 3, sh.NUM_BASIS])                              # [T, 3, 9]
+    ambient = sh.AMBIENT_DC * float(sh.LAMBERTIAN_FACTORS[0])
+    return tf.reshape(tf.linalg.matvec(gamma, basis), tf.shape(normals)) + ambient
+
+
 def _maybe_jit(function, jit):
     """XLA-compiles a fixed-shape stage (fuses its elementwise ops; much faster on CPU) when ``jit``."""
     return tf.function(function, jit_compile=True, autograph=False) if jit else function
@@ -174,7 +189,10 @@ class FaceRenderer(tf.Module):
         return Raster(triangle_id, barycentrics, zbuffer, interpolate.foreground(triangle_id))
 
     def _barycentrics_impl(self, pixels, depth, triangle_id):
-        return interpolate.perspective_barycentrics(pixels, depth, self.triangles, triangle_id)
+        if self.jit_stages:
+            return interpolate.perspective_barycentrics(pixels, depth, self.triangles, triangle_id)
+        # Without XLA (serving): evaluated at the covered pixels only (same values).
+        return interpolate.foreground_barycentrics(pixels, depth, self.triangles, triangle_id)
 
     # ------------------------------------------------------------------------------------ UV space
     def rasterize_to_uv(self, vertex_attributes):
@@ -204,6 +222,8 @@ class FaceRenderer(tf.Module):
             light = light[:, None, None, :]
         if self.jit_stages:
             return unrolled_sh_shading(normals_uv, light)
+        if light.shape.rank == normals_uv.shape.rank and light.shape[1] is not None and light.shape[1] > 1:
+            return matvec_sh_shading(normals_uv, light)          # a per-texel light map, without XLA
         return sh.shading(normals_uv, light)
 
     # ------------------------------------------------------------------------------------ rendering
@@ -221,6 +241,10 @@ class FaceRenderer(tf.Module):
                                     tf.convert_to_tensor(background, tf.float32))
 
     def _render_uv_maps_impl(self, uv_maps, triangle_id, barycentrics, background):
+        if not self.jit_stages:
+            # Without XLA (serving): sampled at the M_proj pixels only (same values).
+            return uv_lib.render_uv_maps_foreground(uv_maps, triangle_id, barycentrics, self.texel_corners,
+                                                    self.textured_triangles, tf.cast(background, uv_maps.dtype))
         texel_coords = uv_lib.pixel_texel_coords(triangle_id, barycentrics, self.texel_corners)
         mask = uv_lib.projection_mask(triangle_id, self.textured_triangles)
         return uv_lib.render_uv_maps(uv_maps, texel_coords, mask, tf.cast(background, uv_maps.dtype)), mask
