@@ -29,6 +29,10 @@ class UVFitConfig:
     # albedo si-RMSE 0.0279 with 0 vs 0.0302 with 1 and a 16x16 light grid).
     prior_weight: float = 0.0
     use_unwrapped_init: bool = True     # start A' from T / shading where the texel was seen
+    # 'adam': this module's per-step loop (the previous algorithm); 'xla': `uv_solver.fit_uv_maps`, the same
+    # objective with all steps in one compiled loop (traced once per shape), with an optional lr decay.
+    solver: str = "adam"
+    decay: float = 1.0                  # 'xla' only: final learning rate / initial learning rate
 
 
 def render_from_lookup(maps_uv, pixel_uv, proj_mask):
@@ -78,6 +82,17 @@ class UVFitRefiner:
         """sample: dict of tensors with the refinement-sample keys (batch). Returns
         {'albedo_uv' [B,S,S,3], 'light_uv' [B,S,S,27], 'loss' [steps] history, 'terms' final dict}."""
         c = self.config
+        if c.solver == "xla":
+            from tf_facetex import uv_solver
+            out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
+                                        uv_solver.term_weights(self.weights, c.prior_weight), c.steps,
+                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init)
+            return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
+                    # the objective before the first and the last step (not every step's)
+                    "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
+                    "terms": {k: float(v) for k, v in out["terms"].items()}}
+        if c.solver != "adam":
+            raise ValueError(f"UVFitConfig.solver must be 'adam' or 'xla', got {c.solver!r}")
         sample = {k: tf.convert_to_tensor(v, tf.float32) for k, v in sample.items()
                   if k in ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv", "visibility_uv",
                            "prior_albedo_uv", "normals_uv", "gamma")}
