@@ -64,6 +64,9 @@ flags.DEFINE_bool("network_timings", True, "Also time each network's forward pas
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matrices of the matmul FLOP/s benchmark.")
 flags.DEFINE_integer("matmul_repeats", 10, "Timed matmuls.")
 flags.DEFINE_string("face_model", None, "Face model; default: see README.")
+flags.DEFINE_list("default_path_batches", [], "Also time the no-weights default path per UV-fit solver at these "
+                  "batch sizes (tf_facetex.evaluation.default_path_speed: ms/photo, first call, retraces, "
+                  "ResNet-50 yardstick), e.g. 1,16.")
 flags.DEFINE_bool("quick", False, "Smoke run: --batches 1 --fit_batches '' --repeats 1 --nonetwork_timings.")
 
 STAGES = ("detect", "mask", "prior", "unwrap", "refine", "render", "turntable")
@@ -482,6 +485,10 @@ def main(argv):
         print(f"[bench]   {run['images_per_s']} images/s, ms/image {run['ms_per_image']}, "
               f"peak RSS {run['peak_rss_mb']} MB", flush=True)
     result["runs"] = runs
+    if FLAGS.default_path_batches:
+        from tf_facetex.evaluation.default_path_speed import default_path_report
+        faces = [finder.from_image(photo, name=name)[0] for photo, name in zip(photos, names)]
+        result["default_path"] = default_path_report(model, faces, [int(b) for b in FLAGS.default_path_batches])
     result["masker"] = FLAGS.masker
     if FLAGS.network_timings and batches:
         print("[bench] networks alone ...", flush=True)

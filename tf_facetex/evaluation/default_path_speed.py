@@ -1,0 +1,87 @@
+"""Speed of the no-weights default path (prior fit + UV fit + renders) per UV-fit solver, with retracing
+counts and a machine yardstick, for scripts/bench.py (``--default_path``) and scripts/bench_uv_fit.py.
+
+Measured on aligned faces (detection and masking are timed separately by scripts/bench.py):
+- ``first_call_s``: the first `Reconstructor.reconstruct` of a fresh reconstructor at that batch size (tracing,
+  XLA compilation, lazy loading); ``traces_first_call`` how many `tf.function` traces it made;
+- ``ms_per_photo``: median over ``repeats`` later calls, divided by the batch; ``traces_per_later_call``: the
+  traces those calls made (0 = nothing retraces per photo);
+- ``yardstick_resnet50_ms``: Keras ResNet-50 (random weights) forward at batch 1, median ms: dividing by it
+  makes figures comparable across machines and loads.
+"""
+import os
+import time
+
+import numpy as np
+
+from tf_facetex.trace_counter import count_traces
+
+# The UV-fit solvers compared: the previous per-step Adam loop and the compiled, decayed one.
+SOLVERS = {
+    "adam": dict(solver="adam", steps=150, learning_rate=0.01, decay=1.0),
+    "xla": dict(solver="xla", steps=50, learning_rate=0.02, decay=0.05),
+}
+
+
+def resnet50_yardstick_ms(repeats=10):
+    """Median ms of a Keras ResNet-50 (weights=None) forward pass at batch 1 (224 x 224), after a warm-up."""
+    import keras
+    import tensorflow as tf
+
+    network = keras.applications.ResNet50(weights=None)
+    forward = tf.function(lambda x: network(x, training=False))
+    image = tf.random.stateless_uniform([1, 224, 224, 3], [0, 0])
+    forward(image).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(image).numpy()
+        times.append(1e3 * (time.perf_counter() - start))
+    return float(np.median(times))
+
+
+def _reconstructor(model, solver):
+    from tf_facetex import pipeline
+    from tf_facetex.refine_fit import UVFitConfig
+
+    options = dict(SOLVERS[solver])
+    reconstructor = pipeline.Reconstructor(model, pipeline.ReconstructionConfig(prior="fit",
+                                                                                fit_steps=options["steps"]))
+    renderer = reconstructor.renderer
+    reconstructor.use_refiner(pipeline.FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,
+                                                  UVFitConfig(**options)))
+    return reconstructor
+
+
+def time_default_path(model, faces, batch, solver, repeats=2):
+    """Timings of one solver at one batch size on aligned faces (cycled to fill the batch); see the module doc."""
+    reconstructor = _reconstructor(model, solver)
+    batch_faces = [faces[k % len(faces)] for k in range(batch)]
+    with count_traces() as first_traces:
+        start = time.perf_counter()
+        reconstructor.reconstruct(batch_faces)
+        first = time.perf_counter() - start
+    times, later_traces = [], []
+    for _ in range(repeats):
+        with count_traces() as traces:
+            start = time.perf_counter()
+            results = reconstructor.reconstruct(batch_faces)
+            times.append(time.perf_counter() - start)
+        later_traces.append(traces.total)
+    return {"solver": solver, **SOLVERS[solver], "batch": batch, "first_call_s": round(first, 2),
+            "traces_first_call": first_traces.total, "ms_per_photo": round(1e3 * float(np.median(times)) / batch, 1),
+            "traces_per_later_call": int(max(later_traces)) if later_traces else None,
+            "detailed_psnr_db": round(float(np.mean([r.metrics["detailed_psnr_db"] for r in results])), 3)}
+
+
+def default_path_report(model, faces, batches=(1, 16), solvers=("xla", "adam"), repeats=2):
+    """{'yardstick_resnet50_ms', 'runs': [time_default_path per solver and batch], 'load_average'}."""
+    yardstick = resnet50_yardstick_ms()
+    runs = []
+    for solver in solvers:
+        for batch in batches:
+            run = time_default_path(model, faces, batch, solver, repeats)
+            run["ms_per_photo_over_yardstick"] = round(run["ms_per_photo"] / yardstick, 2)
+            runs.append(run)
+    return {"yardstick_resnet50_ms": round(yardstick, 1), "runs": runs,
+            "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}
