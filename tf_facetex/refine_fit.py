@@ -29,9 +29,10 @@ class UVFitConfig:
     # albedo si-RMSE 0.0279 with 0 vs 0.0302 with 1 and a 16x16 light grid).
     prior_weight: float = 0.0
     use_unwrapped_init: bool = True     # start A' from T / shading where the texel was seen
-    # 'adam': this module's per-step loop (the previous algorithm); 'xla': `uv_solver.fit_uv_maps`, the same
-    # objective with all steps in one compiled loop (traced once per shape), with an optional lr decay.
-    solver: str = "adam"
+    # 'xla' (default): `uv_solver.fit_uv_maps`, the same objective and Adam with all steps in one compiled loop
+    # (traced once per shape; ~2x faster, the same albedo on synthetic faces); 'adam': this module's per-step
+    # loop (the previous algorithm, kept for the comparison).
+    solver: str = "xla"
     decay: float = 1.0                  # 'xla' only: final learning rate / initial learning rate
 
 
