@@ -29,6 +29,9 @@ Two schedules compute the same keys:
   fixed-size chunks inside a `tf.while_loop`, reduced with `tf.tensor_scatter_nd_min` into a loop-carried
   z-buffer. (On CPU the sort dominates: this schedule is for XLA graphs and GPUs.)
 The schedule is picked automatically (static inside an XLA context) or forced with ``static_shapes``.
+In the plain-TF dynamic schedule the jobs with nothing to draw (back faces, off-screen or empty boxes,
+near-plane crossings, degenerate triangles: ~30-40% of a face crop's jobs) are culled right after the cheap
+box and winding tests, before the edge/depth setup and the partition (``cull_early``; same result).
 
 Precision: edge functions are evaluated relative to a corner (``(end - start) x (p - start)``), whose
 differences are exact in float32 for nearby points, then extended linearly over the box, so the coverage
