@@ -4,8 +4,8 @@ counts and a machine yardstick, for scripts/bench.py (``--default_path``) and sc
 Measured on aligned faces (detection and masking are timed separately by scripts/bench.py):
 - ``first_call_s``: the first `Reconstructor.reconstruct` of a fresh reconstructor at that batch size (tracing,
   XLA compilation, lazy loading); ``traces_first_call`` how many `tf.function` traces it made;
-- ``ms_per_photo``: median over ``repeats`` later calls, divided by the batch; ``traces_per_later_call``: the
-  traces those calls made (0 = nothing retraces per photo);
+- ``ms_per_photo``: median over ``repeats`` later calls (alternating between the solvers), divided by the
+  batch; ``traces_per_later_call``: the traces those calls made (0 = nothing retraces per photo);
 - ``yardstick_resnet50_ms``: Keras ResNet-50 (random weights) forward at batch 1, median ms: dividing by it
   makes figures comparable across machines and loads.
 """
@@ -54,34 +54,47 @@ def _reconstructor(model, solver):
     return reconstructor
 
 
-def time_default_path(model, faces, batch, solver, repeats=2):
-    """Timings of one solver at one batch size on aligned faces (cycled to fill the batch); see the module doc."""
-    reconstructor = _reconstructor(model, solver)
+def time_default_path(model, faces, batch, solvers=("xla", "adam"), repeats=2):
+    """Timings of the solvers at one batch size on aligned faces (cycled to fill the batch); see the module doc.
+
+    Each solver gets a fresh reconstructor and its first call; then the timed calls alternate between the
+    solvers (rotating order), so that they share the machine's load. Returns one dict per solver."""
     batch_faces = [faces[k % len(faces)] for k in range(batch)]
-    with count_traces() as first_traces:
-        start = time.perf_counter()
-        reconstructor.reconstruct(batch_faces)
-        first = time.perf_counter() - start
-    times, later_traces = [], []
-    for _ in range(repeats):
-        with count_traces() as traces:
+    reconstructors, runs = {}, {}
+    for solver in solvers:
+        reconstructors[solver] = _reconstructor(model, solver)
+        with count_traces() as first_traces:
             start = time.perf_counter()
-            results = reconstructor.reconstruct(batch_faces)
-            times.append(time.perf_counter() - start)
-        later_traces.append(traces.total)
-    return {"solver": solver, **SOLVERS[solver], "batch": batch, "first_call_s": round(first, 2),
-            "traces_first_call": first_traces.total, "ms_per_photo": round(1e3 * float(np.median(times)) / batch, 1),
-            "traces_per_later_call": int(max(later_traces)) if later_traces else None,
-            "detailed_psnr_db": round(float(np.mean([r.metrics["detailed_psnr_db"] for r in results])), 3)}
+            reconstructors[solver].reconstruct(batch_faces)
+            first = time.perf_counter() - start
+        runs[solver] = {"solver": solver, **SOLVERS[solver], "batch": batch, "first_call_s": round(first, 2),
+                        "traces_first_call": first_traces.total, "times": [], "traces": [], "psnr": None}
+    for repeat in range(repeats):
+        order = list(solvers[repeat % len(solvers):]) + list(solvers[:repeat % len(solvers)])
+        for solver in order:
+            with count_traces() as traces:
+                start = time.perf_counter()
+                results = reconstructors[solver].reconstruct(batch_faces)
+                runs[solver]["times"].append(time.perf_counter() - start)
+            runs[solver]["traces"].append(traces.total)
+            runs[solver]["psnr"] = float(np.mean([r.metrics["detailed_psnr_db"] for r in results]))
+    out = []
+    for solver in solvers:
+        run = runs[solver]
+        times, traces, psnr = run.pop("times"), run.pop("traces"), run.pop("psnr")
+        run.update({"ms_per_photo": round(1e3 * float(np.median(times)) / batch, 1),
+                    "traces_per_later_call": int(max(traces)) if traces else None,
+                    "detailed_psnr_db": None if psnr is None else round(psnr, 3)})
+        out.append(run)
+    return out
 
 
 def default_path_report(model, faces, batches=(1, 16), solvers=("xla", "adam"), repeats=2):
     """{'yardstick_resnet50_ms', 'runs': [time_default_path per solver and batch], 'load_average'}."""
     yardstick = resnet50_yardstick_ms()
     runs = []
-    for solver in solvers:
-        for batch in batches:
-            run = time_default_path(model, faces, batch, solver, repeats)
+    for batch in batches:
+        for run in time_default_path(model, faces, batch, tuple(solvers), repeats):
             run["ms_per_photo_over_yardstick"] = round(run["ms_per_photo"] / yardstick, 2)
             runs.append(run)
     return {"yardstick_resnet50_ms": round(yardstick, 1), "runs": runs,
