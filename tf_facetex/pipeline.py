@@ -172,7 +172,7 @@ class FitRefiner(Refiner):
     def describe(self):
         return {"name": self.name, "steps": self.config.steps, "learning_rate": self.config.learning_rate,
                 "light_resolution": self.config.light_resolution, "weights": self.config.weights,
-                "unseen_light": self.unseen_light}
+                "unseen_light": self.unseen_light, "solver": self.config.solver}
 
 
 class NetworkRefiner(Refiner):
