@@ -8,22 +8,26 @@ measurement code only, never for the product's behaviour) for the duration of a 
 """
 import collections
 import contextlib
+import time
 
 from tensorflow.python.eager.polymorphic_function import tracing_compilation
 
 
 class TraceCount:
-    """The traces seen in a `count_traces` block: ``total`` and ``by_name`` (function name -> count)."""
+    """The traces seen in a `count_traces` block: ``total``, ``by_name`` (function name -> count) and
+    ``seconds_by_name`` (wall seconds spent tracing them, nested traces counted in their callers too)."""
 
     def __init__(self):
         self.by_name = collections.Counter()
+        self.seconds_by_name = collections.Counter()
 
     @property
     def total(self) -> int:
         return int(sum(self.by_name.values()))
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "by_name": dict(self.by_name.most_common())}
+        return {"total": self.total, "by_name": dict(self.by_name.most_common()),
+                "seconds_by_name": {k: round(v, 2) for k, v in self.seconds_by_name.most_common()}}
 
 
 @contextlib.contextmanager
@@ -33,8 +37,13 @@ def count_traces():
     original = tracing_compilation._create_concrete_function
 
     def counting(function_type, type_context, func_graph, tracing_options):
-        traces.by_name[str(getattr(tracing_options, "name", "?"))] += 1
-        return original(function_type, type_context, func_graph, tracing_options)
+        name = str(getattr(tracing_options, "name", "?"))
+        traces.by_name[name] += 1
+        start = time.perf_counter()
+        try:
+            return original(function_type, type_context, func_graph, tracing_options)
+        finally:
+            traces.seconds_by_name[name] += time.perf_counter() - start
 
     tracing_compilation._create_concrete_function = counting
     try:

@@ -68,7 +68,9 @@ def time_default_path(model, faces, batch, solvers=("xla", "adam"), repeats=2):
             reconstructors[solver].reconstruct(batch_faces)
             first = time.perf_counter() - start
         runs[solver] = {"solver": solver, **SOLVERS[solver], "batch": batch, "first_call_s": round(first, 2),
-                        "traces_first_call": first_traces.total, "times": [], "traces": [], "psnr": None}
+                        "traces_first_call": first_traces.total,
+                        "trace_seconds_first_call": first_traces.as_dict()["seconds_by_name"],
+                        "times": [], "traces": [], "psnr": None}
     for repeat in range(repeats):
         order = list(solvers[repeat % len(solvers):]) + list(solvers[:repeat % len(solvers)])
         for solver in order:
