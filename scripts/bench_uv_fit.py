@@ -78,7 +78,8 @@ def make_solver(spec, renderer):
         if decay != 1.0:
             raise ValueError("the previous solver has a constant learning rate")
         refiner = refine_fit.UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,
-                                          refine_fit.UVFitConfig(steps=steps, learning_rate=learning_rate))
+                                          refine_fit.UVFitConfig(steps=steps, learning_rate=learning_rate,
+                                                                 solver="adam"))
 
         def run(sample):
             out = refiner(sample)
