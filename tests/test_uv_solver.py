@@ -100,6 +100,17 @@ def test_compiled_solver_traces_once_and_recovers_the_albedo(prior_out):
     np.testing.assert_allclose(float(first["loss_last"]), float(graph["loss_last"]), rtol=2e-2)
 
 
+def test_batched_fit_equals_one_at_a_time(prior_out):
+    renderer, _, sample = prior_out
+    options = dict(steps=20, jit_compile=False)
+    batched = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, **options)
+    for index in range(2):
+        alone = uv_solver.fit_uv_maps(half(sample, index), renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS,
+                                      **options)
+        np.testing.assert_allclose(batched["albedo_uv"].numpy()[index], alone["albedo_uv"].numpy()[0], atol=1e-4)
+        np.testing.assert_allclose(batched["light_uv"].numpy()[index], alone["light_uv"].numpy()[0], atol=1e-5)
+
+
 def test_refiner_switch(prior_out):
     renderer, _, sample = prior_out
     result = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,

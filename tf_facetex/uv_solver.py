@@ -115,11 +115,16 @@ def _adam_loop(albedo, residual, sample, uv_mask, symmetry_index, weights, learn
         light = upsampled_light(sample["gamma"], residual, size)
         return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index), weights)
 
+    # The terms are batch means: differentiating batch * mean (the per-photo sum) gives every photo the gradient
+    # it gets alone, so a batched fit follows the one-at-a-time trajectories (Adam's epsilon included).
+    batch = tf.cast(tf.shape(albedo)[0], tf.float32)
+
     def body(i, albedo, residual, m_a, v_a, m_r, v_r, first, last):
         with tf.GradientTape() as tape:
             tape.watch([albedo, residual])
             total = objective(albedo, residual)
-        grad_a, grad_r = tape.gradient(total, [albedo, residual])
+            per_photo_sum = total * batch
+        grad_a, grad_r = tape.gradient(per_photo_sum, [albedo, residual])
         step = tf.cast(i + 1, tf.float32)
         # Geometric decay from learning_rate to learning_rate * decay over the run (decay 1: constant).
         rate = learning_rate * decay ** (tf.cast(i, tf.float32) / tf.maximum(tf.cast(steps - 1, tf.float32), 1.0))
