@@ -68,6 +68,9 @@ flags.DEFINE_bool("network_timings", True, "Also time each network's forward pas
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square matrices of the matmul FLOP/s benchmark.")
 flags.DEFINE_integer("matmul_repeats", 10, "Timed matmuls.")
 flags.DEFINE_string("face_model", None, "Face model; default: see README.")
+flags.DEFINE_list("default_path_batches", [], "Also time the no-weights default path per UV-fit solver at these "
+                  "batch sizes (tf_facetex.evaluation.default_path_speed: ms/photo, first call, retraces, "
+                  "ResNet-50 yardstick), e.g. 1,16.")
 flags.DEFINE_bool("quick", False, "Smoke run: --batches 1 --fit_batches '' --repeats 1 --nonetwork_timings.")
 
 STAGES = ("detect", "mask", "prior", "unwrap", "refine", "render", "turntable")
@@ -327,6 +330,18 @@ def main(argv):
         print(f"[bench]   {run['images_per_s']} images/s, ms/image {run['ms_per_image']}, "
               f"peak RSS {run['peak_rss_mb']} MB", flush=True)
     result["runs"] = runs
+    if FLAGS.default_path_batches:
+        from tf_facetex.evaluation.default_path_speed import default_path_report
+        faces = [finder.from_image(photo, name=name)[0] for photo, name in zip(photos, names)]
+        def make_reconstructor(fit_config):   # the product's reconstructor with that UV-fit solver
+            reconstructor = pipeline.Reconstructor(model, pipeline.ReconstructionConfig(prior="fit",
+                                                                                        fit_steps=fit_config.steps))
+            renderer = reconstructor.renderer
+            reconstructor.use_refiner(pipeline.FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, fit_config))
+            return reconstructor
+
+        result["default_path"] = default_path_report(make_reconstructor, faces,
+                                                     [int(b) for b in FLAGS.default_path_batches])
     result["masker"] = FLAGS.masker
     if FLAGS.network_timings and batches:
         print("[bench] networks alone ...", flush=True)

@@ -198,6 +198,81 @@ def reference_timings(model, size, repeats=1):
     return out
 
 
+class PreviousServingRenderer(FaceRenderer):
+    """The serving renderer as it was before the foreground-only stages and the early culling (for the
+    before/after comparison): full-image barycentrics and UV sampling, broadcast-and-reduce shading."""
+
+    def __init__(self, model, image_size, uv_size):
+        super().__init__(model, image_size, uv_size, jit_stages=False)
+
+    def rasterize(self, posed_vertices, **visibility_options):
+        visibility_options.setdefault("cull_early", False)
+        return super().rasterize(posed_vertices, **visibility_options)
+
+    def _barycentrics_impl(self, pixels, depth, triangle_id):
+        return interpolate.perspective_barycentrics(pixels, depth, self.triangles, triangle_id)
+
+    def _shading_uv_impl(self, light, normals_uv):
+        from tf_facetex import sh
+        return sh.shading(normals_uv, light[:, None, None, :] if light.shape.rank == 2 else light)
+
+    def _render_uv_maps_impl(self, uv_maps, triangle_id, barycentrics, background):
+        from tf_facetex.rendering import uv as uv_lib
+        texel_coords = uv_lib.pixel_texel_coords(triangle_id, barycentrics, self.texel_corners)
+        mask = uv_lib.projection_mask(triangle_id, self.textured_triangles)
+        return uv_lib.render_uv_maps(uv_maps, texel_coords, mask, tf.cast(background, uv_maps.dtype)), mask
+
+
+def serving_ratio(model, size, batch, uv_size, pairs, previous=None):
+    """The serving renderer (no XLA) against the XLA ones, calls interleaved so both see the same load.
+
+    Renders the full per-texel-shaded image (`stage_functions`' ``render``) with ``FaceRenderer(jit_stages=
+    False)`` in a `tf.function`, ``jit_stages=True`` in a `tf.function` (the default renderer) and the whole
+    render under ``jit_compile=True``; each round calls each once, in rotating order. Reported: median
+    ms/image of each and the median over rounds of the per-round ratios (robust to load changes between
+    rounds). ``previous`` adds `PreviousServingRenderer` to the rotation.
+    """
+    posed = poses(model, batch)
+    rng = np.random.default_rng(0)
+    albedo_uv = tf.constant(rng.uniform(size=(batch, uv_size, uv_size, 3)), tf.float32)
+    light_uv = tf.constant(rng.normal(0, 0.1, (batch, uv_size, uv_size, 27)), tf.float32)
+    args = (posed, albedo_uv, light_uv)
+    contenders = {
+        "serving_no_xla": stage_functions(FaceRenderer(model, size, uv_size, jit_stages=False), "function")["render"],
+        "xla_stages": stage_functions(FaceRenderer(model, size, uv_size, jit_stages=True), "function")["render"],
+        "xla_whole": stage_functions(FaceRenderer(model, size, uv_size, jit_stages=True), "xla")["render"],
+    }
+    if previous:
+        contenders["previous_serving_no_xla"] = stage_functions(PreviousServingRenderer(model, size, uv_size),
+                                                                "function")["render"]
+    first = {}
+    for name, function in contenders.items():
+        start = time.perf_counter()
+        function(*args).numpy()
+        first[name] = round(time.perf_counter() - start, 2)
+    names = list(contenders)
+    times = {name: [] for name in names}
+    load_before = os.getloadavg()
+    for round_index in range(pairs):
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            start = time.perf_counter()
+            contenders[name](*args).numpy()
+            times[name].append(1e3 * (time.perf_counter() - start) / batch)
+    per_round = {name: np.asarray(values) for name, values in times.items()}
+    reference = np.minimum(per_round["xla_stages"], per_round["xla_whole"])
+    return {
+        "image_size": size, "batch": batch, "rounds": pairs,
+        "ms_per_image_median": {name: round(float(np.median(v)), 3) for name, v in per_round.items()},
+        "ms_per_image_min": {name: round(float(np.min(v)), 3) for name, v in per_round.items()},
+        "ratio_to_xla_stages": {name: round(float(np.median(v / per_round["xla_stages"])), 3)
+                                for name, v in per_round.items()},
+        "ratio_to_faster_xla": {name: round(float(np.median(v / reference)), 3) for name, v in per_round.items()},
+        "first_call_s": first,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -213,6 +288,9 @@ def main(argv=None):
     parser.add_argument("--min-seconds", type=float, default=1.0, help="keep repeating up to this long")
     parser.add_argument("--no-breakdown", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--serving-ratio", type=int, default=0, metavar="ROUNDS",
+                        help="only compare the serving renderer (no XLA) with the XLA ones, interleaved, for "
+                             "ROUNDS rounds at the first size and largest batch on the first mesh")
     args = parser.parse_args(argv)
     if args.quick:
         args.meshes, args.sizes, args.batches, args.modes, args.stages = "ict", "224", "16", "function", "render"
@@ -223,6 +301,15 @@ def main(argv=None):
     meshes = {}
     for name in args.meshes.split(","):
         meshes[name] = base if name == "ict" else subdivide(base)
+    if args.serving_ratio:
+        mesh_name, model = next(iter(meshes.items()))
+        report = {"mesh": mesh_name, "triangles": model.num_triangles,
+                  **serving_ratio(model, int(args.sizes.split(",")[0]), max(int(b) for b in args.batches.split(",")),
+                                  args.uv_size, args.serving_ratio, previous=True),
+                  "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                              "tensorflow": tf.__version__}}
+        print(json.dumps(report, indent=None if args.json else 1))
+        return
     jit_options = {"default": [True], "on": [True], "off": [False], "both": [True, False]}[args.jit_stages]
     results = []
     breakdowns = []

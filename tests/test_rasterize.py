@@ -66,6 +66,45 @@ def test_visibility_matches_brute_force_on_random_meshes(static_shapes, cull):
     assert not np.isin([len(triangles) - 2, len(triangles) - 1], triangle_id).any()
 
 
+def assert_early_culling_changes_nothing(pixels, depth, triangles, image_size, cull):
+    """Early culling (`triangle_jobs(compact=True)`) against the full job list: the same ids everywhere
+    except at pixels the brute-force reference flags as float32 ties, the same depths (1 ulp: different
+    vector lanes)."""
+    late = rasterize.visibility(pixels, depth, triangles, image_size, cull_backfaces=cull, cull_early=False)
+    early = rasterize.visibility(pixels, depth, triangles, image_size, cull_backfaces=cull, cull_early=True)
+    _, _, ties = rasterize.reference_visibility(pixels, depth, triangles, image_size, cull_backfaces=cull)
+    late_id, early_id = late[0].numpy(), early[0].numpy()
+    assert not ((late_id != early_id) & ~ties).any()
+    assert (late_id != early_id).mean() < 1e-3
+    same = late_id == early_id
+    np.testing.assert_allclose(early[1].numpy()[same], late[1].numpy()[same], rtol=1e-6)
+    return early_id
+
+
+@pytest.mark.parametrize("cull", [False, True])
+def test_early_culling_equals_no_early_culling_on_random_meshes(cull):
+    rng = np.random.default_rng(21 + cull)
+    meshes = [random_mesh(rng, 200, 40, 56, num_huge=2, near_violations=3) for _ in range(2)]
+    pixels = np.concatenate([m[0] for m in meshes])
+    depth = np.concatenate([m[1] for m in meshes])
+    triangle_id = assert_early_culling_changes_nothing(pixels, depth, meshes[0][2], (40, 56), cull)
+    assert (triangle_id >= 0).mean() > 0.3
+    # and both match the brute force (the default, cull_early=None, is early culling in eager code)
+    assert_matches_reference(pixels, depth, meshes[0][2], (40, 56), cull)
+
+
+def test_early_culling_equals_no_early_culling_on_the_face_mesh(ict_model):
+    angles = tf.constant([[0.0, 0.0, 0.0], [0.1, 0.7, -0.1], [-0.2, -1.2, 0.05]], tf.float32)
+    posed = camera.rigid_transform(tf.constant(np.repeat(ict_model.mean_shape[None], 3, 0)), angles,
+                                   tf.constant([[0.0, 0.3, -1.0]] * 3, tf.float32))
+    # A small image keeps the float64 reference fast; the face also runs partly off-screen in the third view.
+    pixels, depth = camera.project(posed, 96)
+    pixels = pixels + tf.constant([[[0.0, 0.0]], [[0.0, 0.0]], [[40.0, 0.0]]])
+    triangle_id = assert_early_culling_changes_nothing(pixels.numpy(), depth.numpy(), ict_model.triangles, 96,
+                                                       cull=True)
+    assert (triangle_id >= 0).mean() > 0.3
+
+
 def test_visibility_batched_and_square_sizes():
     rng = np.random.default_rng(5)
     meshes = [random_mesh(rng, 120, 33, 33, num_huge=1) for _ in range(3)]

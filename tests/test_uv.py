@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from tf_facetex import camera, sh
 from tf_facetex.rendering import FaceRenderer, interpolate, rasterize, uv
-from tf_facetex.rendering.renderer import unrolled_sh_shading
+from tf_facetex.rendering.renderer import matvec_sh_shading, unrolled_sh_shading
 
 
 def posed_batch(model, angles, translation=(0.0, 0.0, -1.0)):
@@ -214,6 +214,60 @@ def test_unrolled_shading_equals_sh_shading():
                                    atol=1e-5)
 
 
+def test_matvec_shading_equals_sh_shading():
+    normals = tf.math.l2_normalize(tf.random.stateless_normal([2, 5, 7, 3], [1, 8]), axis=-1)
+    light_map = tf.random.stateless_normal([2, 5, 7, 27], [2, 8])
+    np.testing.assert_allclose(matvec_sh_shading(normals, light_map).numpy(),
+                               sh.shading(normals, light_map).numpy(), atol=1e-5)
+
+
+def test_foreground_stages_equal_the_full_image_ones(ict_model, ict_renderer):
+    """The serving (no-XLA) stages evaluated at the covered pixels only give the full-image values."""
+    posed = posed_batch(ict_model, [[0.0, 0.0, 0.0], [0.1, 0.8, 0.0]], (0.0, 0.3, -1.0))
+    pixels, depth = ict_renderer.project(posed)
+    triangle_id, _ = rasterize.visibility(pixels, depth, ict_renderer.triangles, 224, True)
+    full = interpolate.perspective_barycentrics(pixels, depth, ict_renderer.triangles, triangle_id)
+    compact = interpolate.foreground_barycentrics(pixels, depth, ict_renderer.triangles, triangle_id)
+    np.testing.assert_allclose(compact.numpy(), full.numpy(), atol=1e-6)
+    assert (triangle_id.numpy() >= 0).mean() > 0.3
+    maps = tf.random.stateless_uniform([2, 256, 256, 3], [4, 4])
+    texel_coords = uv.pixel_texel_coords(triangle_id, full, ict_renderer.texel_corners)
+    mask = uv.projection_mask(triangle_id, ict_renderer.textured_triangles)
+    expected = uv.render_uv_maps(maps, texel_coords, mask, background_value=0.3)
+    image, compact_mask = uv.render_uv_maps_foreground(maps, triangle_id, full, ict_renderer.texel_corners,
+                                                       ict_renderer.textured_triangles, background_value=0.3)
+    np.testing.assert_array_equal(compact_mask.numpy(), mask.numpy())
+    np.testing.assert_allclose(image.numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_foreground_stages_gradients():
+    """Gradients of the foreground-only barycentrics and UV sampling equal those of the full-image ones."""
+    from tf_facetex.face_model.procedural import make_procedural_model
+    model = make_procedural_model()
+    renderer = FaceRenderer(model, image_size=32, uv_size=16, jit_stages=False)
+    posed = posed_batch(model, [[0.1, 0.2, 0.0]], (0.0, 0.0, -2.0))
+    pixels, depth = renderer.project(posed)
+    triangle_id, _ = rasterize.visibility(pixels, depth, renderer.triangles, 32, True)
+    maps = tf.random.stateless_uniform([1, 16, 16, 2], [5, 5])
+    variables = [tf.Variable(pixels), tf.Variable(depth), tf.Variable(maps)]
+    gradients = []
+    for barycentrics_of, render in (
+            (interpolate.perspective_barycentrics,
+             lambda m, t, b: uv.render_uv_maps(m, uv.pixel_texel_coords(t, b, renderer.texel_corners),
+                                               uv.projection_mask(t, renderer.textured_triangles))),
+            (interpolate.foreground_barycentrics,
+             lambda m, t, b: uv.render_uv_maps_foreground(m, t, b, renderer.texel_corners,
+                                                          renderer.textured_triangles)[0])):
+        with tf.GradientTape() as tape:
+            barycentrics = barycentrics_of(variables[0], variables[1], renderer.triangles, triangle_id)
+            image = render(variables[2], triangle_id, barycentrics)
+            loss = tf.reduce_sum(image * tf.random.stateless_normal(image.shape, [6, 6]))
+        gradients.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(loss, variables)])
+    for full, compact in zip(*gradients):
+        assert np.abs(full).max() > 0.0
+        np.testing.assert_allclose(compact, full, atol=1e-5)
+
+
 def test_render_gradients(tiny_model, tiny_renderer):
     posed = tf.Variable(posed_batch(tiny_model, [[0.1, 0.2, 0.0]], (0.0, 0.0, -2.0)))
     albedo_uv = tf.Variable(tf.fill([1, 64, 64, 3], 0.5))
@@ -256,10 +310,14 @@ def test_jit_stages_give_the_same_results(tiny_model, tiny_renderer):
     posed = posed_batch(tiny_model, [[0.1, 0.3, 0.0], [0.0, -0.2, 0.1]], (0.0, 0.0, -2.0))
     albedo_uv = tf.random.stateless_uniform([2, 64, 64, 3], [1, 1])
     gamma = tf.random.stateless_normal([2, 27], [2, 2]) * 0.2
+    light_uv = gamma[:, None, None, :] + tf.random.stateless_normal([2, 64, 64, 27], [3, 3]) * 0.05
     outputs = []
     for renderer in (tiny_renderer, jitted):
         raster = renderer.rasterize(posed)
-        image, _ = renderer.render(albedo_uv, gamma, raster, renderer.normals_uv(posed))
-        outputs.append((raster.triangle_id.numpy(), image.numpy()))
+        images = [renderer.render(albedo_uv, light, raster, renderer.normals_uv(posed))[0].numpy()
+                  for light in (gamma, light_uv)]
+        outputs.append((raster.triangle_id.numpy(), raster.barycentrics.numpy(), images))
     np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
-    np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-4)     # (the slow tests unwrap with XLA)
+    np.testing.assert_allclose(outputs[0][1], outputs[1][1], atol=1e-5)
+    for no_xla, xla in zip(outputs[0][2], outputs[1][2]):
+        np.testing.assert_allclose(no_xla, xla, atol=1e-4)     # (the slow tests unwrap with XLA)

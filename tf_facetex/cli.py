@@ -28,6 +28,8 @@ def run(main):
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
     def wrapped(argv):
+        from tf_facetex.xla_cache import enable_persistent_xla_cache
+        enable_persistent_xla_cache()      # before any XLA compilation: later runs reuse the compiled programs
         try:
             refuse_non_finite_float_flags()
             return main(argv)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tf_facetex import losses as L
 from tf_facetex import sh
 from tf_facetex.refinement.base import Refiner
+from tf_facetex.refinement import uv_solver
 from tf_facetex.refinement.objective import render_lit, uv_terms
 
 SAMPLE_KEYS = ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv", "visibility_uv", "prior_albedo_uv",
@@ -36,6 +37,11 @@ class UVFitConfig:
     # albedo si-RMSE 0.0279 with 0 vs 0.0302 with 1 and a 16x16 light grid).
     prior_weight: float = 0.0
     use_unwrapped_init: bool = True     # start A' from T / shading where the texel was seen
+    # 'xla' (default): `refinement.uv_solver.fit_uv_maps`, the same objective and Adam with all steps in one
+    # compiled loop (traced once per shape; ~2x faster, the same albedo on synthetic faces); 'adam': this
+    # module's per-step loop (the previous algorithm, kept for the comparison).
+    solver: str = "xla"
+    decay: float = 1.0                  # 'xla' only: final learning rate / initial learning rate
 
 
 class UVFitRefiner:
@@ -59,6 +65,16 @@ class UVFitRefiner:
         """sample: dict of tensors with the refinement-sample keys (batch). Returns
         {'albedo_uv' [B,S,S,3], 'light_uv' [B,S,S,27], 'loss' [steps] history, 'terms' final dict}."""
         c = self.config
+        if c.solver == "xla":
+            out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
+                                        uv_solver.term_weights(self.weights, c.prior_weight), c.steps,
+                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init)
+            return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
+                    # the objective before the first and the last step (not every step's)
+                    "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
+                    "terms": {k: float(v) for k, v in out["terms"].items()}}
+        if c.solver != "adam":
+            raise ValueError(f"UVFitConfig.solver must be 'adam' or 'xla', got {c.solver!r}")
         sample = {k: tf.convert_to_tensor(v, tf.float32) for k, v in sample.items() if k in SAMPLE_KEYS}
         prior = sample["prior_albedo_uv"]
         batch, size = tf.shape(prior)[0], prior.shape[1]
@@ -155,4 +171,4 @@ class FitRefiner(Refiner):
     def describe(self):
         return {"name": self.name, "steps": self.config.steps, "learning_rate": self.config.learning_rate,
                 "light_resolution": self.config.light_resolution, "weights": self.config.weights,
-                "unseen_light": self.unseen_light}
+                "unseen_light": self.unseen_light, "solver": self.config.solver}

@@ -92,6 +92,70 @@ def perspective_barycentrics(pixels, depth, triangles, triangle_id):
     return barycentrics * foreground(triangle_id, pixels.dtype)
 
 
+def foreground_pixels(mask):
+    """Flat indices of the True pixels of a [B, H, W] mask, with their image and pixel coordinates.
+
+    Returns:
+      flat: [P] int32 indices into ``B * H * W``; image: [P] int32 b; x, y: [P] float32 column and row.
+    """
+    height, width = mask.shape[1], mask.shape[2]
+    flat = tf.cast(tf.where(tf.reshape(mask, [-1]))[:, 0], tf.int32)
+    in_image = flat % (height * width)
+    return (flat, flat // (height * width), tf.cast(in_image % width, tf.float32),
+            tf.cast(in_image // width, tf.float32))
+
+
+def scatter_foreground(flat, values, shape):
+    """Inverse of the foreground gather: [P, C] values at ``flat`` -> a zero-filled tensor of ``shape``
+    ([B, H, W, C]). Differentiable w.r.t. ``values``."""
+    total = shape[0] * shape[1] * shape[2]
+    return tf.reshape(tf.scatter_nd(flat[:, None], values, [total, shape[3]]), shape)
+
+
+def foreground_barycentrics(pixels, depth, triangles, triangle_id):
+    """`perspective_barycentrics` evaluated at the foreground pixels only (the serving path without XLA).
+
+    Same formula and operation order as `barycentric_matrices` + `perspective_barycentrics` (so the same
+    float32 values), but only the P covered pixels gather their triangle's three corners and evaluate it:
+    without XLA each elementwise op is one pass over memory, and the per-triangle matrices of every
+    (image, triangle) pair plus a [B, H, W, 3, 3] gather cost more than the P * 9 corner values.
+
+    Args / Returns: as `perspective_barycentrics` ([B, H, W, 3], 0 on background, differentiable w.r.t.
+    ``pixels`` and ``depth``).
+    """
+    pixels = tf.convert_to_tensor(pixels)
+    depth = tf.cast(depth, pixels.dtype)
+    triangle_id = tf.stop_gradient(triangle_id)
+    batch, height, width = tf.shape(pixels)[0], triangle_id.shape[1], triangle_id.shape[2]
+    if height is None or width is None:
+        raise ValueError("triangle_id needs a static image size")
+    num_vertices = tf.shape(pixels)[1]
+    flat, image, x, y = foreground_pixels(triangle_id >= 0)
+    visible = tf.gather(tf.reshape(triangle_id, [-1]), flat)                            # [P]
+    corner_vertex = tf.gather(tf.convert_to_tensor(triangles, tf.int32), visible)       # [P, 3]
+    corner_vertex = corner_vertex + (image * num_vertices)[:, None]
+    flat_pixels = tf.reshape(pixels, [batch * num_vertices, 2])
+    flat_depth = tf.reshape(depth, [-1])
+    corner_x = [tf.gather(flat_pixels[:, 0], corner_vertex[:, i]) for i in range(3)]
+    corner_y = [tf.gather(flat_pixels[:, 1], corner_vertex[:, i]) for i in range(3)]
+    corner_z = [tf.gather(flat_depth, corner_vertex[:, i]) for i in range(3)]
+    origin_x, origin_y = tf.stop_gradient(corner_x[0]), tf.stop_gradient(corner_y[0])
+    relative_x = [c - origin_x for c in corner_x]
+    relative_y = [c - origin_y for c in corner_y]
+    offset_x, offset_y = tf.cast(x, pixels.dtype) - origin_x, tf.cast(y, pixels.dtype) - origin_y
+    weights = []
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        value = (relative_x[k] - relative_x[j]) * (0.0 - relative_y[j]) - (relative_y[k] - relative_y[j]) * (
+            0.0 - relative_x[j])
+        slope_x = relative_y[j] - relative_y[k]
+        slope_y = relative_x[k] - relative_x[j]
+        weights.append(value / corner_z[i] + slope_x / corner_z[i] * offset_x + slope_y / corner_z[i] * offset_y)
+    weights = tf.stack(weights, axis=-1)                                                 # [P, 3]
+    barycentrics = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=-1, keepdims=True))
+    return scatter_foreground(flat, barycentrics, [batch, height, width, 3])
+
+
 def to_framebuffer(triangle_id, barycentrics, triangles):
     """A tensorflow-graphics single-layer `Framebuffer` of a raster (for tfg's interpolation and shaders)."""
     corner_ids = tf.gather(tf.convert_to_tensor(triangles, tf.int32), safe_triangle_id(triangle_id))

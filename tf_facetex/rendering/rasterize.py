@@ -29,6 +29,9 @@ Two schedules compute the same keys:
   fixed-size chunks inside a `tf.while_loop`, reduced with `tf.tensor_scatter_nd_min` into a loop-carried
   z-buffer. (On CPU the sort dominates: this schedule is for XLA graphs and GPUs.)
 The schedule is picked automatically (static inside an XLA context) or forced with ``static_shapes``.
+In the plain-TF dynamic schedule the jobs with nothing to draw (back faces, off-screen or empty boxes,
+near-plane crossings, degenerate triangles: ~30-40% of a face crop's jobs) are culled right after the cheap
+box and winding tests, before the edge/depth setup and the partition (``cull_early``; same result).
 
 Precision: edge functions are evaluated relative to a corner (``(end - start) x (p - start)``), whose
 differences are exact in float32 for nearby points, then extended linearly over the box, so the coverage
@@ -149,7 +152,8 @@ def num_window_classes(height, width) -> int:
     return int(math.ceil(math.log2(max(height * width, 1)))) + 1
 
 
-def triangle_jobs(pixels, depth, triangles, height, width, cull_backfaces=False, near=DEFAULT_NEAR):
+def triangle_jobs(pixels, depth, triangles, height, width, cull_backfaces=False, near=DEFAULT_NEAR,
+                  compact=False):
     """Per (triangle, image) data for the window evaluation, as columns (job j = f * B + b).
 
     Edge functions and the inverse depth are affine in the pixel position, so each is stored as its value at
@@ -164,10 +168,15 @@ def triangle_jobs(pixels, depth, triangles, height, width, cull_backfaces=False,
       height, width: image size.
       cull_backfaces: drop triangles whose `signed_area` is >= 0.
       near: triangles with a corner depth below this are dropped (no clipping).
+      compact: cull before the setup (dynamic shapes only): the jobs with nothing to draw (back faces when
+        culling, off-screen or empty boxes, near-plane crossings, degenerate triangles) are removed right
+        after the cheap bounding-box and winding tests, so the edge and depth setup, the class partition and
+        everything after touch only the J drawable jobs. The drawn keys are the same.
     Returns:
-      float_columns: list of 15 [F*B] float32 (see `_FLOAT_COLUMNS`); int_columns: list of 2 [F*B] int32 (flat
-      pixel index of the box origin, triangle id); job_class: [F*B] int32 window class, or
-      ``num_window_classes(height, width)`` for jobs with nothing to draw.
+      float_columns: list of 15 [J] float32 (see `_FLOAT_COLUMNS`); int_columns: list of 2 [J] int32 (flat
+      pixel index of the box origin, triangle id); job_class: [J] int32 window class, or
+      ``num_window_classes(height, width)`` for jobs with nothing to draw. J = F*B, or the number of
+      drawable jobs when ``compact``.
     """
     pixels = tf.convert_to_tensor(pixels, tf.float32)
     depth = tf.convert_to_tensor(depth, tf.float32)
@@ -187,6 +196,18 @@ def triangle_jobs(pixels, depth, triangles, height, width, cull_backfaces=False,
     drawable = (count > 0) & tf.not_equal(area, 0.0) & (nearest > near) & tf.math.is_finite(area)
     if cull_backfaces:
         drawable &= area < 0.0
+    image_offset = tf.range(batch)[None, :] * (height * width)
+    triangle_id = tf.broadcast_to(tf.range(num_triangles)[:, None], tf.shape(count))
+    box_origin = image_offset + y0 * width + x0
+    if compact:
+        # Job j = f * B + b of the [F, B] layout; about a third of a face mesh's jobs are back faces.
+        kept = tf.where(tf.reshape(drawable, [-1]))[:, 0]
+        xs, ys, zs = [[tf.gather(tf.reshape(v, [-1]), kept) for v in values] for values in (xs, ys, zs)]
+        area, x0, y0, box_width, box_height, box_origin, triangle_id = [
+            tf.gather(tf.reshape(v, [-1]), kept)
+            for v in (area, x0, y0, box_width, box_height, box_origin, triangle_id)]
+        count = box_width * box_height
+        drawable = tf.ones_like(count, tf.bool)
 
     ox, oy = tf.cast(x0, tf.float32), tf.cast(y0, tf.float32)
     sign = tf.where(area < 0.0, -1.0, 1.0)
@@ -206,9 +227,7 @@ def triangle_jobs(pixels, depth, triangles, height, width, cull_backfaces=False,
     # Kept as separate columns: stacking or transposing them costs more than the arithmetic on CPU.
     float_columns = [tf.reshape(column, [-1]) for column in columns]
 
-    image_offset = tf.range(batch)[None, :] * (height * width)
-    triangle_id = tf.broadcast_to(tf.range(num_triangles)[:, None], tf.shape(count))
-    int_columns = [tf.reshape(image_offset + y0 * width + x0, [-1]), tf.reshape(triangle_id, [-1])]
+    int_columns = [tf.reshape(box_origin, [-1]), tf.reshape(triangle_id, [-1])]
     job_class = tf.where(drawable, window_class(tf.maximum(count, 1)), num_window_classes(height, width))
     return float_columns, int_columns, tf.reshape(job_class, [-1])
 
@@ -341,7 +360,7 @@ _unpack_depth_keys_xla = tf.function(unpack_depth_keys, jit_compile=True, autogr
 
 
 def visibility(pixels, depth, triangles, image_size, cull_backfaces=False, near=DEFAULT_NEAR,
-               static_shapes=None, chunk_size=DEFAULT_CHUNK, jit_static_parts=False):
+               static_shapes=None, chunk_size=DEFAULT_CHUNK, jit_static_parts=False, cull_early=None):
     """Nearest triangle per pixel (z-buffer), batched. Not differentiable (inputs are stop-gradient'ed).
 
     Args:
@@ -355,6 +374,9 @@ def visibility(pixels, depth, triangles, image_size, cull_backfaces=False, near=
       chunk_size: candidates per chunk of the static schedule.
       jit_static_parts: in the dynamic schedule, compile the fixed-shape parts (per-triangle setup, key
         unpacking) with XLA; the dynamic-shape middle stays in plain TF ops.
+      cull_early: drop the jobs with nothing to draw before the per-triangle setup (`triangle_jobs`'
+        ``compact``; same result). None = automatic: on in the plain-TF dynamic schedule, off where the setup
+        must keep static shapes (XLA: the static schedule or ``jit_static_parts``), where it is ignored.
     Returns:
       triangle_id: [B, H, W] int32, -1 for background.
       zbuffer: [B, H, W] float32 perspective-correct depth of the visible surface at each pixel centre,
@@ -365,7 +387,8 @@ def visibility(pixels, depth, triangles, image_size, cull_backfaces=False, near=
     depth = tf.stop_gradient(tf.convert_to_tensor(depth, tf.float32))
     triangles = tf.convert_to_tensor(triangles, tf.int32)
     options = dict(image_size=(height, width), cull_backfaces=bool(cull_backfaces), near=float(near),
-                   static_shapes=static_shapes, chunk_size=int(chunk_size), jit_static_parts=bool(jit_static_parts))
+                   static_shapes=static_shapes, chunk_size=int(chunk_size), jit_static_parts=bool(jit_static_parts),
+                   cull_early=cull_early)
     if tf.executing_eagerly():
         # Hundreds of small ops: run them as one graph (traced once per shape and options) instead of one by one.
         return _visibility_graph(pixels, depth, triangles, **options)
@@ -373,7 +396,7 @@ def visibility(pixels, depth, triangles, image_size, cull_backfaces=False, near=
 
 
 def _visibility(pixels, depth, triangles, image_size, cull_backfaces, near, static_shapes, chunk_size,
-                jit_static_parts):
+                jit_static_parts, cull_early):
     """`visibility` on tensors, in a graph."""
     height, width = image_size
     batch = tf.shape(pixels)[0]
@@ -382,9 +405,13 @@ def _visibility(pixels, depth, triangles, image_size, cull_backfaces, near, stat
     if static_shapes is None:
         static_shapes = in_xla_context()
     jit = bool(jit_static_parts) and not static_shapes
-    jobs = _triangle_jobs_xla if jit else triangle_jobs
-    float_columns, int_columns, job_class = jobs(pixels, depth, triangles, height, width, bool(cull_backfaces),
-                                                 float(near))
+    compact = (not jit if cull_early is None else bool(cull_early)) and not static_shapes and not jit
+    if jit:
+        float_columns, int_columns, job_class = _triangle_jobs_xla(pixels, depth, triangles, height, width,
+                                                                   bool(cull_backfaces), float(near))
+    else:
+        float_columns, int_columns, job_class = triangle_jobs(pixels, depth, triangles, height, width,
+                                                              bool(cull_backfaces), float(near), compact)
     if static_shapes:
         keys = _zbuffer_static(float_columns, int_columns, job_class, num_classes, width, num_pixels, chunk_size)
     else:

@@ -319,3 +319,47 @@ def render_uv_maps(uv_maps, texel_coords, mask, background_value=0.0):
     sampled = interpolate.bilinear_sample(uv_maps, texel_coords)
     mask = tf.cast(mask, sampled.dtype)
     return sampled * mask + tf.cast(background_value, sampled.dtype) * (1.0 - mask)
+
+
+def render_uv_maps_foreground(uv_maps, triangle_id, barycentrics, texel_corners, textured_triangles,
+                              background_value=0.0):
+    """`pixel_texel_coords` + `projection_mask` + `render_uv_maps` evaluated at the M_proj pixels only.
+
+    The same bilinear formula as `interpolate.bilinear_sample` (the same float32 values); it is the serving
+    path without XLA, where each op is one pass over memory and ~40% of a face crop is background.
+
+    Args:
+      uv_maps: [B, S, S, C]; triangle_id: [B, H, W] int32; barycentrics: [B, H, W, 3];
+      texel_corners: [F, 3, 2]; textured_triangles: [F] bool; background_value: scalar or [C].
+    Returns:
+      image [B, H, W, C] (differentiable w.r.t. the maps and the barycentrics), M_proj [B, H, W, 1].
+    """
+    uv_maps = tf.convert_to_tensor(uv_maps)
+    batch, size = tf.shape(uv_maps)[0], tf.shape(uv_maps)[1]
+    channels = uv_maps.shape[-1]
+    height, width = triangle_id.shape[1], triangle_id.shape[2]
+    safe_id = interpolate.safe_triangle_id(triangle_id)
+    mask_bool = (triangle_id >= 0) & tf.gather(textured_triangles, safe_id)              # [B, H, W]
+    flat, image, _, _ = interpolate.foreground_pixels(mask_bool)
+    visible = tf.gather(tf.reshape(triangle_id, [-1]), flat)
+    weights = tf.gather(tf.reshape(tf.cast(barycentrics, texel_corners.dtype), [-1, 3]), flat)     # [P, 3]
+    coords = tf.reduce_sum(tf.gather(texel_corners, visible) * weights[..., None], axis=-2)      # [P, 2]
+    coords = tf.cast(coords, uv_maps.dtype)
+    max_xy = tf.cast(tf.stack([size - 1, size - 1]), uv_maps.dtype)
+    coords = tf.clip_by_value(coords, tf.zeros([2], uv_maps.dtype), max_xy)
+    low = tf.floor(coords)
+    frac = coords - low
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, size - 1)
+    flat_maps = tf.reshape(uv_maps, [-1, channels])
+    base = image * (size * size)
+
+    def tap(x, y):
+        return tf.gather(flat_maps, base + y * size + x)
+
+    fx, fy = frac[:, 0:1], frac[:, 1:2]
+    top = tap(low[:, 0], low[:, 1]) * (1.0 - fx) + tap(high[:, 0], low[:, 1]) * fx
+    bottom = tap(low[:, 0], high[:, 1]) * (1.0 - fx) + tap(high[:, 0], high[:, 1]) * fx
+    sampled = interpolate.scatter_foreground(flat, top * (1.0 - fy) + bottom * fy, [batch, height, width, channels])
+    mask = tf.cast(mask_bool, uv_maps.dtype)[..., None]
+    return sampled + tf.cast(background_value, uv_maps.dtype) * (1.0 - mask), mask

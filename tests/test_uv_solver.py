@@ -1,0 +1,134 @@
+"""The compiled UV-fit solver: the same objective and Adam as `refinement.fit`, one trace per shape, and the fit's
+quality on synthetic faces with ground truth (tiny model)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_facetex import losses, metrics
+from tf_facetex.refinement import uv_solver
+from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+from tf_facetex.prior.module import PriorConfig, PriorModule
+from tf_facetex.prior.photometric_fit import PhotometricFitConfig
+from tf_facetex.refinement.fit import UVFitConfig, UVFitRefiner
+from tf_facetex.rendering import FaceRenderer
+from tf_facetex.trace_counter import count_traces
+
+WEIGHTS = uv_solver.term_weights(losses.LossWeights.preset("paper"))
+
+
+@pytest.fixture(scope="module")
+def prior_out(tiny_model):
+    renderer = FaceRenderer(tiny_model, 96, 64)
+    config = SyntheticConfig(image_size=96, uv_size=64, occluder_prob=0.0, noise_std=0.0, max_yaw=20)
+    faces = SyntheticFaceGenerator(tiny_model, renderer, config).generate(np.random.default_rng(7), 2)
+    prior = PriorModule(tiny_model, PriorConfig(image_size=96, uv_size=64,
+                                                photometric=PhotometricFitConfig(num_pixels=1024)),
+                        renderer=renderer)
+    out = prior(faces["image"].astype(np.float32) / 255.0, faces["landmarks"], faces["face_mask"])
+    return renderer, faces, {key: tf.convert_to_tensor(out[key], tf.float32) for key in uv_solver.SAMPLE_KEYS}
+
+
+def half(sample, index):
+    return {key: value[index:index + 1] for key, value in sample.items()}
+
+
+def test_upsampled_light_equals_tf_image_resize():
+    residual = tf.random.stateless_normal([2, 8, 8, 27], [1, 2])
+    gamma = tf.random.stateless_normal([2, 27], [3, 4])
+    expected = gamma[:, None, None, :] + tf.image.resize(residual, [64, 64], method="bilinear")
+    np.testing.assert_allclose(uv_solver.upsampled_light(gamma, residual, 64).numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_adam_update_matches_keras_adam():
+    target = tf.constant([[0.3, -2.0, 5.0]])
+    variable = tf.Variable(tf.zeros([1, 3]))
+    optimizer = tf.keras.optimizers.Adam(0.1)
+    value, m, v = tf.zeros([1, 3]), tf.zeros([1, 3]), tf.zeros([1, 3])
+    for step in range(1, 6):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum((variable - target) ** 2 * [[1.0, 3.0, 0.1]])
+        gradient = tape.gradient(loss, variable)
+        optimizer.apply_gradients([(gradient, variable)])
+        value, m, v = uv_solver._adam_update(value, 2.0 * (value - target) * [[1.0, 3.0, 0.1]], m, v,
+                                             float(step), 0.1)
+        np.testing.assert_allclose(value.numpy(), variable.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_terms_equal_the_refiner_terms(prior_out):
+    renderer, _, sample = prior_out
+    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index)
+    albedo = uv_solver.initial_albedo(sample) * 0.9 + 0.05
+    light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01
+    expected = refiner.terms(albedo, light, sample)
+    terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index)
+    for name in uv_solver.TERM_NAMES:
+        np.testing.assert_allclose(float(terms[name]), float(expected[name]), rtol=1e-6)
+    assert float(terms["image"]) > 0.0
+
+
+def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):
+    renderer, _, sample = prior_out
+    sample = half(sample, 0)
+    previous = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, UVFitConfig(steps=10))(sample)
+    ours = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
+                                 jit_compile=False)
+    np.testing.assert_allclose(float(ours["loss_first"]), previous["loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(float(ours["loss_last"]), previous["loss"][-1], rtol=1e-3)
+    np.testing.assert_allclose(ours["albedo_uv"].numpy(), previous["albedo_uv"].numpy(), atol=2e-3)
+    np.testing.assert_allclose(ours["light_uv"].numpy(), previous["light_uv"].numpy(), atol=2e-4)
+
+
+def test_compiled_solver_traces_once_and_recovers_the_albedo(prior_out):
+    renderer, faces, sample = prior_out
+    options = dict(steps=40, learning_rate=0.02, decay=0.05)
+    first = uv_solver.fit_uv_maps(half(sample, 0), renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, **options)
+    with count_traces() as traces:
+        second = uv_solver.fit_uv_maps(half(sample, 1), renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS,
+                                       steps=30, learning_rate=0.015, decay=0.1)
+    assert traces.by_name.get("_adam_loop", 0) == 0, traces.as_dict()        # other photos, steps, rates
+    for index, result in enumerate((first, second)):
+        assert float(result["loss_last"]) < 0.5 * float(result["loss_first"])
+        part = half(sample, index)
+        seen = part["visibility_uv"]
+        truth = faces["albedo_gt_uv"][index:index + 1]
+        fit_error = metrics.scale_invariant_rmse(result["albedo_uv"], truth, seen).numpy()
+        unwrapped_error = metrics.scale_invariant_rmse(part["texture_uv"], truth, seen).numpy()
+        assert (fit_error < unwrapped_error).all(), (fit_error, unwrapped_error)
+    # XLA and the plain graph run the same loop.
+    graph = uv_solver.fit_uv_maps(half(sample, 0), renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS,
+                                  jit_compile=False, **options)
+    np.testing.assert_allclose(first["albedo_uv"].numpy(), graph["albedo_uv"].numpy(), atol=5e-3)
+    np.testing.assert_allclose(float(first["loss_last"]), float(graph["loss_last"]), rtol=2e-2)
+
+
+def test_batched_fit_equals_one_at_a_time(prior_out):
+    renderer, _, sample = prior_out
+    options = dict(steps=20, jit_compile=False)
+    batched = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, **options)
+    for index in range(2):
+        alone = uv_solver.fit_uv_maps(half(sample, index), renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS,
+                                      **options)
+        np.testing.assert_allclose(batched["albedo_uv"].numpy()[index], alone["albedo_uv"].numpy()[0], atol=1e-4)
+        np.testing.assert_allclose(batched["light_uv"].numpy()[index], alone["light_uv"].numpy()[0], atol=1e-5)
+
+
+def test_refiner_switch(prior_out):
+    renderer, _, sample = prior_out
+    result = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,
+                          UVFitConfig(steps=5, solver="xla", decay=0.1))(half(sample, 0))
+    assert result["albedo_uv"].shape == (1, 64, 64, 3) and result["light_uv"].shape == (1, 64, 64, 27)
+    assert len(result["loss"]) == 2 and set(result["terms"]) == set(uv_solver.TERM_NAMES)
+    with pytest.raises(ValueError, match="solver"):
+        UVFitRefiner(renderer.uv_mask, None, UVFitConfig(solver="newton"))(half(sample, 0))
+
+
+def test_trace_counter_sees_new_functions_and_not_cached_ones():
+    function = tf.function(lambda x: x * 2.0)
+    with count_traces() as traces:
+        function(tf.constant(1.0))
+        function(tf.constant(2.0))
+        tf.function(lambda x: x + 1.0)(tf.constant(1.0))              # a function made and dropped in the block
+    assert traces.total == 2
+    with count_traces() as traces:
+        function(tf.constant(3.0))
+    assert traces.total == 0

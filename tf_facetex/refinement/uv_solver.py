@@ -1,0 +1,176 @@
+"""The per-photo UV fit (the no-weights detail stage) as pure tensor functions, solved in one compiled loop.
+
+Same objective as `tf_facetex.refinement.fit.UVFitRefiner` (docs/METHOD.md, "Detail refinement"): the detailed albedo A' [B, S, S, 3] and the light
+L' = L + upsample(residual) (residual [B, r, r, 27]) minimise
+    w_img L_img + w_grad L_grad + w_illu L_reg-illu + w_symm L_symm + w_smooth L_smooth (+ w_L1 L_L1)
+with A' clipped to [0, 1] after each step, from A' = the unwrapped texture divided by the coarse shading where
+the photo shows the texel (the prior albedo elsewhere) and a zero residual.
+
+What differs is the schedule, not the problem: `UVFitRefiner` with ``solver='adam'`` runs one eager-dispatched
+`tf.function` per Adam step and builds new variables and a new function per photo (it retraces for every
+photo); `fit_uv_maps` runs all the steps of Adam inside one XLA-compiled ``tf.while_loop`` (the loss, its
+gradient and the update fuse into a few kernels) and is traced once per (batch, UV size, steps): later photos
+reuse the compiled program. ``learning_rate`` and ``steps`` are the knobs that trade time for the objective
+reached (scripts/bench_uv_fit.py measures both and the albedo error on synthetic faces).
+
+Adam is the Keras 3 update (beta1 0.9, beta2 0.999, epsilon 1e-7), written out so that it lives in the loop.
+"""
+import tensorflow as tf
+
+from tf_facetex import losses as L
+from tf_facetex import sh
+from tf_facetex.refinement import objective
+
+# The prior-output fields the fit reads (the refinement-sample keys).
+SAMPLE_KEYS = ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv", "visibility_uv", "prior_albedo_uv",
+               "normals_uv", "gamma")
+# Order of the weight vector of `weighted_total`.
+TERM_NAMES = ("image", "image_gradient", "illumination", "symmetry", "smoothness", "prior_l1")
+ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+MIN_INIT_SHADING = 0.05     # the unwrapped texture is divided by max(shading, this) for the initial albedo
+
+
+def term_weights(loss_weights, prior_weight=0.0):
+    """`losses.LossWeights` -> [6] float32 weights in `TERM_NAMES` order (L1-to-prior: ``prior_weight``)."""
+    return tf.constant([prior_weight if name == "prior_l1" else loss_weights.weight(name, 0)
+                        for name in TERM_NAMES], tf.float32)
+
+
+def bilinear_upsampling_matrix(size, resolution):
+    """[S, r] float32 K such that ``tf.image.resize(x, [S, S], 'bilinear') = K x K^T`` per channel (TF2's
+    half-pixel-centre bilinear resize is separable; the matrix is obtained by resizing the identity)."""
+    identity = tf.eye(resolution, dtype=tf.float32)[None, :, None, :]                  # [1, r, 1, r]
+    return tf.image.resize(identity, [size, 1], method="bilinear")[0, :, 0, :]
+
+
+def upsampled_light(gamma, residual, size):
+    """L' = gamma + bilinear upsampling of the residual grid: [B, 27], [B, r, r, 27] -> [B, S, S, 27].
+
+    As two small matrix products (the same values as `tf.image.resize`): their gradient is two matrix
+    products too, where the resize's gradient under XLA becomes a slow strided convolution."""
+    upsampling = bilinear_upsampling_matrix(size, residual.shape[1])
+    rows = tf.einsum("yi,bijc->byjc", upsampling, residual)
+    return gamma[:, None, None, :] + tf.einsum("xj,byjc->byxc", upsampling, rows)
+
+
+def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index):
+    """The unweighted terms of the UV-fit objective (dict of scalars; `TERM_NAMES`): the shared
+    `refinement.objective.uv_terms` of R(A', L'), exactly what `refinement.fit.UVFitRefiner.terms` computes.
+
+    Args:
+      albedo_uv: [B, S, S, 3]; light_uv: [B, S, S, 27]; sample: dict with `SAMPLE_KEYS`;
+      uv_mask: [S, S, 1]; symmetry_index: [S * S] int32 or None.
+    """
+    rendered = objective.render_lit(sample, albedo_uv, light_uv)
+    return objective.uv_terms(albedo_uv, light_uv, rendered, sample, uv_mask, sample["visibility_uv"] * uv_mask,
+                              symmetry_index)
+
+
+def weighted_total(terms, weights):
+    """sum_k weights[k] * terms[TERM_NAMES[k]]: dict of scalars, [6] tensor -> scalar (`losses.weighted_total`;
+    the weights stay one tensor so that changing them does not retrace the compiled loop)."""
+    return L.weighted_total(terms, {name: weights[k] for k, name in enumerate(TERM_NAMES)})
+
+
+def initial_albedo(sample, use_unwrapped_init=True):
+    """A' at step 0: unwrapped texture / coarse shading where seen, the prior albedo elsewhere, in [0, 1].
+
+    Returns [B, S, S, 3]."""
+    prior = sample["prior_albedo_uv"]
+    if not use_unwrapped_init:
+        return prior
+    shading = sh.shading(sample["normals_uv"], sample["gamma"][:, None, None, :])
+    observed = tf.math.divide_no_nan(sample["texture_uv"], tf.maximum(shading, MIN_INIT_SHADING))
+    seen = sample["visibility_uv"]
+    return tf.clip_by_value(observed * seen + prior * (1.0 - seen), 0.0, 1.0)
+
+
+def _adam_update(value, gradient, m, v, step, learning_rate):
+    """One Keras-3 Adam update at 1-based ``step`` -> (value, m, v)."""
+    m = m + (gradient - m) * (1.0 - ADAM_BETA1)
+    v = v + (tf.square(gradient) - v) * (1.0 - ADAM_BETA2)
+    rate = learning_rate * tf.sqrt(1.0 - ADAM_BETA2 ** step) / (1.0 - ADAM_BETA1 ** step)
+    return value - rate * m / (tf.sqrt(v) + ADAM_EPSILON), m, v
+
+
+def _adam_loop(albedo, residual, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps):
+    """``steps`` (a tensor) Adam steps on (albedo [B, S, S, 3], residual [B, r, r, 27]).
+
+    Returns (albedo, residual, first loss, last loss): the objective before the first and before the last
+    step (scalars; the trip count is a tensor, so one compiled program serves every step count)."""
+    size = albedo.shape[1]
+
+    def objective(albedo, residual):
+        light = upsampled_light(sample["gamma"], residual, size)
+        return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index), weights)
+
+    # The terms are batch means: differentiating batch * mean (the per-photo sum) gives every photo the gradient
+    # it gets alone, so a batched fit follows the one-at-a-time trajectories (Adam's epsilon included).
+    batch = tf.cast(tf.shape(albedo)[0], tf.float32)
+
+    def body(i, albedo, residual, m_a, v_a, m_r, v_r, first, last):
+        with tf.GradientTape() as tape:
+            tape.watch([albedo, residual])
+            total = objective(albedo, residual)
+            per_photo_sum = total * batch
+        grad_a, grad_r = tape.gradient(per_photo_sum, [albedo, residual])
+        step = tf.cast(i + 1, tf.float32)
+        # Geometric decay from learning_rate to learning_rate * decay over the run (decay 1: constant).
+        rate = learning_rate * decay ** (tf.cast(i, tf.float32) / tf.maximum(tf.cast(steps - 1, tf.float32), 1.0))
+        albedo, m_a, v_a = _adam_update(albedo, grad_a, m_a, v_a, step, rate)
+        residual, m_r, v_r = _adam_update(residual, grad_r, m_r, v_r, step, rate)
+        first = tf.where(tf.equal(i, 0), total, first)
+        return i + 1, tf.clip_by_value(albedo, 0.0, 1.0), residual, m_a, v_a, m_r, v_r, first, total
+
+    zeros_a, zeros_r = tf.zeros_like(albedo), tf.zeros_like(residual)
+    nothing = tf.constant(float("nan"))
+    state = (tf.constant(0), albedo, residual, zeros_a, zeros_a, zeros_r, zeros_r, nothing, nothing)
+    _, albedo, residual, _, _, _, _, first, last = tf.while_loop(lambda i, *_: i < steps, body, state)
+    return albedo, residual, first, last
+
+
+# Traced once per input shape (batch, S, r) and reused for every later photo, step count and learning rate.
+_adam_loop_xla = tf.function(_adam_loop, jit_compile=True, autograph=False, reduce_retracing=True)
+_adam_loop_graph = tf.function(_adam_loop, autograph=False, reduce_retracing=True)
+
+
+def trace_count() -> int:
+    """How many times the compiled fit loops have been traced in this process (for retracing checks)."""
+    return sum(int(f.experimental_get_tracing_count()) for f in (_adam_loop_xla, _adam_loop_graph))
+
+
+def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_rate=0.01, decay=1.0,
+                light_resolution=8,
+                use_unwrapped_init=True, jit_compile=True):
+    """Per-photo fit of A' and L' (see the module docstring).
+
+    Args:
+      sample: dict of [B, ...] tensors with `SAMPLE_KEYS` (a `PriorModule` output or refinement sample).
+      uv_mask: [S, S, 1] float32; symmetry_index: [S * S] int32 (`FaceRenderer.uv_symmetry_index`) or None.
+      weights: [6] float32 (`term_weights`).
+      steps, learning_rate: Adam's step count and step size (tensor arguments: changing them does not
+        retrace).
+      decay: the learning rate decays geometrically to ``learning_rate * decay`` at the last step.
+      light_resolution: r, the residual light grid.
+      use_unwrapped_init: start from the unwrapped texture (`initial_albedo`).
+      jit_compile: run the loop under XLA (False: the same loop as a plain graph).
+    Returns:
+      dict: albedo_uv [B, S, S, 3] and light_uv [B, S, S, 27] (both x uv_mask), loss_first / loss_last (the
+      objective before the first and the last step, scalars), terms (the unweighted terms at the result).
+    """
+    sample = {key: tf.convert_to_tensor(sample[key], tf.float32) for key in SAMPLE_KEYS}
+    uv_mask = tf.convert_to_tensor(uv_mask, tf.float32)
+    if symmetry_index is not None:
+        symmetry_index = tf.convert_to_tensor(symmetry_index, tf.int32)
+    albedo = initial_albedo(sample, use_unwrapped_init)
+    batch, size = albedo.shape[0], albedo.shape[1]
+    residual = tf.zeros([batch, light_resolution, light_resolution, 27], tf.float32)
+    loop = _adam_loop_xla if jit_compile else _adam_loop_graph
+    albedo, residual, first, last = loop(albedo, residual, sample, uv_mask, symmetry_index,
+                                         tf.convert_to_tensor(weights, tf.float32),
+                                         tf.constant(learning_rate, tf.float32), tf.constant(decay, tf.float32),
+                                         tf.constant(int(steps)))
+    light = upsampled_light(sample["gamma"], residual, size)
+    terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index)
+    return {"albedo_uv": albedo * uv_mask, "light_uv": light * uv_mask, "loss_first": first, "loss_last": last,
+            "terms": terms}
