@@ -94,30 +94,13 @@ def main(argv):
                                        parsing_weights=FLAGS.parsing_weights)
 
     def make_reconstructor():
-        from tf_facetex.face_model import load_face_model
-
-        model = load_face_model(FLAGS.face_model)
-        net, uv_size = None, FLAGS.uv_size
-        if FLAGS.checkpoint:
-            net, info = pipeline.load_refinement_net(FLAGS.checkpoint)
-            if uv_size and uv_size != info["uv_size"]:
-                raise FaceTexError(f"--uv_size {uv_size} but the checkpoint was trained at {info['uv_size']}")
-            uv_size = info["uv_size"]
-        config = pipeline.ReconstructionConfig(prior=FLAGS.prior, uv_size=uv_size or pipeline.DEFAULT_UV_SIZE,
-                                               fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
-                                               turntable_light=FLAGS.turntable_light)
-        regressor = None
-        if FLAGS.prior == "regressor":
-            from tf_facetex.prior.regressor import load_regressor
-            regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
-        reconstructor = pipeline.Reconstructor(model, config, regressor=regressor)
-        if net is not None:
-            reconstructor.use_refiner(pipeline.NetworkRefiner(net, reconstructor.renderer.uv_mask,
-                                                              source=FLAGS.checkpoint))
+        reconstructor = pipeline.build_reconstructor(
+            FLAGS.face_model, FLAGS.checkpoint, FLAGS.prior, FLAGS.regressor_weights, FLAGS.regressor_backbone,
+            FLAGS.uv_size, FLAGS.fit_steps, FLAGS.landmark_steps, FLAGS.turntable_light)
         refiner = reconstructor.refiner.describe()
         print(f"[reconstruct] prior: {FLAGS.prior}; details: {refiner['name']}"
               + (f" ({refiner.get('steps')} steps)" if refiner["name"] == "fit" else f" ({FLAGS.checkpoint})")
-              + f"; UV {config.uv_size}")
+              + f"; UV {reconstructor.config.uv_size}")
         return reconstructor
 
     summary = pipeline.reconstruct_inputs(

@@ -43,29 +43,12 @@ class ReconstructionSpec:
 
 
 def build_reconstructor(spec: ReconstructionSpec, log=print):
-    """The `pipeline.Reconstructor` of ``spec`` (as ``scripts/reconstruct.py`` builds it)."""
+    """The `pipeline.Reconstructor` of ``spec`` (`pipeline.build_reconstructor`, as ``scripts/reconstruct.py``)."""
     from tf_facetex import pipeline
-    from tf_facetex.errors import FaceTexError
-    from tf_facetex.face_model import load_face_model
 
-    model = load_face_model(spec.face_model, log=log)
-    net, uv_size = None, spec.uv_size
-    if spec.checkpoint:
-        net, info = pipeline.load_refinement_net(spec.checkpoint, log=log)
-        if uv_size and uv_size != info["uv_size"]:
-            raise FaceTexError(f"--uv_size {uv_size} but the checkpoint was trained at {info['uv_size']}")
-        uv_size = info["uv_size"]
-    config = pipeline.ReconstructionConfig(prior=spec.prior, uv_size=uv_size or pipeline.DEFAULT_UV_SIZE,
-                                           fit_steps=spec.fit_steps, landmark_steps=spec.landmark_steps,
-                                           turntable_light=spec.turntable_light)
-    regressor = None
-    if spec.prior == "regressor":
-        from tf_facetex.prior.regressor import load_regressor
-        regressor = load_regressor(model, spec.regressor_weights, backbone=spec.regressor_backbone)
-    reconstructor = pipeline.Reconstructor(model, config, regressor=regressor)
-    if net is not None:
-        reconstructor.use_refiner(pipeline.NetworkRefiner(net, reconstructor.renderer.uv_mask, source=spec.checkpoint))
-    return reconstructor
+    return pipeline.build_reconstructor(spec.face_model, spec.checkpoint, spec.prior, spec.regressor_weights,
+                                        spec.regressor_backbone, spec.uv_size, spec.fit_steps, spec.landmark_steps,
+                                        spec.turntable_light, log=log)
 
 
 def error_record(path, err, verbose=False) -> dict:

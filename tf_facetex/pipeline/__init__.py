@@ -10,7 +10,8 @@ End to end (data flow and layers: docs/ARCHITECTURE.md), by module:
 - `batch`: `reconstruct_inputs`, the batch runner of scripts/reconstruct.py (progress bar, per-file errors, a face
   folder is written under a temporary name and renamed when complete, `errors.json`);
 - `contact_sheet`: the `index.html` contact sheet;
-- `relight`: reading a face folder back and re-rendering it (scripts/relight.py).
+- `relight`: reading a face folder back and re-rendering it (scripts/relight.py);
+- `setup`: `build_reconstructor`, the reconstructor for a user's choices (scripts/reconstruct.py, the Beam pipeline).
 
 Importing this package does not import TensorFlow: the names of `reconstructor` and `tf_facetex.refinement` below
 load on first use (PEP 562 ``__getattr__``), so scripts report bad inputs in about a second.
@@ -23,6 +24,7 @@ from tf_facetex.pipeline.contact_sheet import completed_folders, index_html, wri
 from tf_facetex.pipeline.outputs import (OutputOptions, coefficients_record, composite, photo_overlay, thumbnail,
                                          write_face_outputs)
 from tf_facetex.pipeline.relight import coefficients_from_record, load_reconstruction, relight_reconstruction
+from tf_facetex.pipeline.setup import build_reconstructor
 from tf_facetex.pipeline.result import (FORMAT, OUTPUT_FILES, RESULT_MARKER, TURNTABLE_LIGHT, TURNTABLE_YAWS,
                                         FaceResult)
 
@@ -50,7 +52,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'tf_facetex.pipeline' has no attribute {name!r}")
 
 
-__all__ = ["FORMAT", "OUTPUT_FILES", "RESULT_MARKER", "TURNTABLE_LIGHT", "TURNTABLE_YAWS", "FaceFinder", "FaceResult",
+__all__ = ["FORMAT", "OUTPUT_FILES", "RESULT_MARKER", "TURNTABLE_LIGHT", "TURNTABLE_YAWS", "FaceFinder", "FaceResult", "build_reconstructor",
            "OutputOptions", "RunSummary", "check_output_dir", "coefficients_from_record", "coefficients_record",
            "completed_folders", "composite", "folder_names", "index_html", "load_reconstruction", "photo_overlay",
            "publish_folder", "reconstruct_inputs", "relight_reconstruction", "resolve_inputs", "thumbnail",

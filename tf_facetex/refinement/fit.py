@@ -67,7 +67,7 @@ class UVFitRefiner:
         c = self.config
         if c.solver == "xla":
             out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
-                                        uv_solver.term_weights(self.weights, c.prior_weight), c.steps,
+                                        uv_solver.term_weights(self.weights), c.steps,
                                         c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init)
             return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
                     # the objective before the first and the last step (not every step's)

@@ -15,6 +15,8 @@ reached (scripts/bench_uv_fit.py measures both and the albedo error on synthetic
 
 Adam is the Keras 3 update (beta1 0.9, beta2 0.999, epsilon 1e-7), written out so that it lives in the loop.
 """
+from collections.abc import Mapping
+
 import tensorflow as tf
 
 from tf_facetex import losses as L
@@ -30,9 +32,13 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 MIN_INIT_SHADING = 0.05     # the unwrapped texture is divided by max(shading, this) for the initial albedo
 
 
-def term_weights(loss_weights, prior_weight=0.0):
-    """`losses.LossWeights` -> [6] float32 weights in `TERM_NAMES` order (L1-to-prior: ``prior_weight``)."""
-    return tf.constant([prior_weight if name == "prior_l1" else loss_weights.weight(name, 0)
+def term_weights(weights, prior_weight=0.0):
+    """The fit's term weights -> [6] float32 in `TERM_NAMES` order: a mapping {term: weight} (as
+    `refinement.fit.UVFitRefiner.weights`, terms absent = 0), or a `losses.LossWeights` preset whose L1-to-prior
+    weight is replaced by ``prior_weight`` (as the fit does)."""
+    if isinstance(weights, Mapping):
+        return tf.constant([float(weights.get(name, 0.0)) for name in TERM_NAMES], tf.float32)
+    return tf.constant([prior_weight if name == "prior_l1" else weights.weight(name, 0)
                         for name in TERM_NAMES], tf.float32)
 
 
