@@ -36,11 +36,16 @@ def test_demo_glb_validates_and_loads_in_trimesh(npm_tools, tmp_path_factory):
     assert mesh["extras"]["targetNames"] == record["expression_names"]
     assert len(mesh["primitives"][0]["targets"]) == 53
     np.testing.assert_allclose(mesh["weights"], record["coefficients"]["exp"], atol=1e-6)
-    scene = trimesh.load(face / "mesh.glb", process=False)
-    (geometry,) = scene.geometry.values()
-    obj = trimesh.load(face / "mesh.obj", process=False)
-    assert len(geometry.faces) == len(obj.faces)
-    assert geometry.visual.material.baseColorTexture.size == (256, 256)
+    # With the face model's parts (eyes, teeth, ...) both files load as scenes: one geometry per material.
+    def geometries(path):
+        loaded = trimesh.load(path, process=False)
+        return list(loaded.geometry.values()) if isinstance(loaded, trimesh.Scene) else [loaded]
+
+    glb, obj = geometries(face / "mesh.glb"), geometries(face / "mesh.obj")
+    assert sum(len(g.faces) for g in glb) == sum(len(g.faces) for g in obj)
+    textured = [g for g in glb if getattr(g.visual.material, "baseColorTexture", None) is not None]
+    assert len(textured) == 1 and textured[0].visual.material.baseColorTexture.size == (256, 256)
+    assert len(glb) == len(mesh["primitives"])
 
 
 def test_glb_with_parts_validates(npm_tools, tiny_model, tmp_path):
