@@ -54,7 +54,16 @@ def blender_render(face_dir, out_png, size, focal_px, camera_z_m, samples):
     # axes as they are (our y-up frame), so the pose and the camera below are ours; the default (-Z forward, Y up)
     # turns the face upright in Blender's Z-up frame instead, which is what a user wants interactively.
     bpy.ops.wm.obj_import(filepath=str(face_dir / "mesh.obj"), forward_axis="Y", up_axis="Z")
-    (obj,) = [o for o in bpy.context.scene.objects if o.type == "MESH"]
+    # The face model's parts (eyes, teeth, gums, sockets) come in as flat-coloured objects of their own; the check is
+    # about the textured face (axes, UVs, half-texel shift, texture binding), so they are removed.
+    meshes = [o for o in bpy.context.scene.objects if o.type == "MESH"]
+    textured = [o for o in meshes if any(n.type == "TEX_IMAGE" and n.image is not None
+                                         for m in o.data.materials if m is not None and m.node_tree is not None
+                                         for n in m.node_tree.nodes)]
+    (obj,) = textured
+    for other in meshes:
+        if other is not obj:
+            bpy.data.objects.remove(other, do_unlink=True)
     first = obj.data.vertices[0].co
     obj_text = (face_dir / "mesh.obj").read_text().splitlines()
     v0 = next([float(t) for t in line.split()[1:4]] for line in obj_text if line.startswith("v "))

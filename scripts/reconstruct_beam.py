@@ -35,7 +35,8 @@ flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=
 flags.DEFINE_integer("batch_size", 1, "Most faces reconstructed together by one worker call.")
 flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj / mesh.glb geometry (see reconstruct.py).")
 flags.DEFINE_string("turntable_light", "studio", "Light preset of turntable.png.")
-flags.DEFINE_enum("detector", "hog", ["hog", "cnn"], "dlib face detector.")
+flags.DEFINE_enum("detector", "auto", ["auto", "hog", "cnn"], "dlib face detector (as scripts/reconstruct.py): auto = "
+                  "HOG, then the CNN when HOG finds nothing.")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (see reconstruct.py).")
 
 

@@ -34,7 +34,7 @@ class ReconstructionSpec:
     fit_steps: int = 150
     landmark_steps: int = 300
     turntable_light: str = "studio"
-    detector: str = "hog"
+    detector: str = "auto"
     masker: str = "parsing"
     all_faces: bool = False
     mesh_pose: str = "unposed"
@@ -52,9 +52,9 @@ def build_reconstructor(spec: ReconstructionSpec, log=print):
 
 
 def error_record(path, err, verbose=False) -> dict:
-    from tf_facetex import pipeline
+    from tf_facetex.pipeline import batch
 
-    return {"input": str(path), "error": pipeline._error_text(err, verbose)}
+    return {"input": str(path), "error": batch._error_text(err, verbose)}
 
 
 class DetectFaces(beam.DoFn):
