@@ -44,7 +44,7 @@ def main(argv):
     import numpy as np
 
     from tf_facetex import pipeline
-    from tf_facetex.data.detect import build_detector
+    from tf_facetex.data.known_faces import build_detector
     from tf_facetex.data.images import load_image
     from tf_facetex.errors import FaceTexError
     from tf_facetex.evaluation import detection, relight

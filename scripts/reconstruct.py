@@ -86,7 +86,7 @@ def main(argv):
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
     for note in listing.notes:
         print(f"[reconstruct] {note}")
-    from tf_facetex.data.detect import build_detector
+    from tf_facetex.data.known_faces import build_detector
 
     detector = build_detector(FLAGS.detector, face_box=FLAGS.face_box, box_file=FLAGS.box_file,
                               group_fallback=FLAGS.group_fallback)

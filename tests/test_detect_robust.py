@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from tf_facetex.data import detect
+from tf_facetex.data import detect, known_faces
 from tf_facetex.data.align import FacePreprocessor, is_grayscale
 from tf_facetex.errors import FaceTexError, NoFaceError
 
@@ -50,16 +50,16 @@ def test_box_iou_and_parse_box():
     assert detect.box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == pytest.approx(1.0)
     assert detect.box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
     assert detect.box_iou([0, 0, 1, 1], [5, 5, 6, 6]) == 0.0
-    np.testing.assert_array_equal(detect.parse_box("1,2,30,40"), [1, 2, 30, 40])
+    np.testing.assert_array_equal(known_faces.parse_box("1,2,30,40"), [1, 2, 30, 40])
     for bad in ("1,2,3", "a,b,c,d", "10,0,5,20", [0, 0, 0, 0]):
         with pytest.raises(FaceTexError, match="x0,y0,x1,y1"):
-            detect.parse_box(bad)
+            known_faces.parse_box(bad)
 
 
 def test_lighting_quality_prefers_bright_even_light(astronaut, reference):
-    even = detect.lighting_quality(astronaut, reference.box)
-    assert detect.lighting_quality(_side_lit_dark(astronaut, 1.0), reference.box) < even
-    assert detect.lighting_quality((astronaut * 0.3).astype(np.uint8), reference.box) < even
+    even = known_faces.lighting_quality(astronaut, reference.box)
+    assert known_faces.lighting_quality(_side_lit_dark(astronaut, 1.0), reference.box) < even
+    assert known_faces.lighting_quality((astronaut * 0.3).astype(np.uint8), reference.box) < even
 
 
 def test_is_grayscale_tolerates_jpeg_but_not_colour(astronaut):
@@ -112,20 +112,20 @@ def test_box_file_formats_and_lookup(tmp_path):
     csv_file = tmp_path / "boxes.csv"
     csv_file.write_text("photos/a.jpg,1,2,30,40\n")
     for path in (json_file, tsv_file, csv_file):
-        lookup = detect.BoxLookup.from_file(path)
+        lookup = known_faces.BoxLookup.from_file(path)
         np.testing.assert_array_equal(lookup.get(str(tmp_path / "photos" / "a.jpg")), [1, 2, 30, 40])  # resolved
         np.testing.assert_array_equal(lookup.get("elsewhere/a.jpg"), [1, 2, 30, 40])                  # by name
         assert lookup.get("c.jpg") is None
     bad = tmp_path / "bad.tsv"
     bad.write_text("a.jpg\t1\t2\t30\t40\nb.jpg\t1\t2\n")
     with pytest.raises(FaceTexError, match=r"bad.tsv:2"):
-        detect.load_box_file(bad)
+        known_faces.load_box_file(bad)
     with pytest.raises(FaceTexError, match="cannot read"):
-        detect.load_box_file(tmp_path / "missing.json")
+        known_faces.load_box_file(tmp_path / "missing.json")
 
 
 def test_guided_detector_uses_the_given_box(astronaut, reference):
-    guided = detect.build_detector("hog", face_box="179,83,266,170")
+    guided = known_faces.build_detector("hog", face_box="179,83,266,170")
     face = guided.detect(astronaut, name="a.png")[0]
     assert face.detector.startswith("box")
     assert np.linalg.norm(face.landmarks - reference.landmarks, axis=1).mean() < 1.0
@@ -139,7 +139,7 @@ def test_group_fallback_borrows_from_the_best_lit_photo(tmp_path, astronaut, ref
     write_image(tmp_path / "dim.png", (astronaut * 0.6).astype(np.uint8))
     noise = np.random.default_rng(1).integers(0, 255, astronaut.shape, dtype=np.uint8)
     write_image(tmp_path / "lost.png", noise)
-    guided = detect.build_detector("hog", group_fallback=mode)
+    guided = known_faces.build_detector("hog", group_fallback=mode)
     face = guided.detect(load_image(tmp_path / "lost.png"), name=str(tmp_path / "lost.png"))[0]
     assert face.detector == f"group:bright.png:{mode}"
     if mode == "landmarks":
@@ -153,7 +153,7 @@ def test_group_fallback_without_donor_is_a_clear_error(tmp_path):
     noise = np.random.default_rng(2).integers(0, 255, (120, 120, 3), dtype=np.uint8)
     write_image(tmp_path / "a.png", noise)
     write_image(tmp_path / "b.png", noise[::-1])
-    guided = detect.build_detector("hog", group_fallback="landmarks")
+    guided = known_faces.build_detector("hog", group_fallback="landmarks")
     with pytest.raises(NoFaceError, match="no other photo of its set has one"):
         guided.detect(noise, name=str(tmp_path / "a.png"))
 
@@ -206,7 +206,7 @@ def test_group_fallback_reuses_the_donor_scan(tmp_path, astronaut, reference):
     from tf_facetex.io_utils import write_image
     write_image(tmp_path / "a.png", astronaut)
     write_image(tmp_path / "b.png", np.zeros_like(astronaut))
-    guided = detect.build_detector("hog", group_fallback="landmarks")
+    guided = known_faces.build_detector("hog", group_fallback="landmarks")
     calls = []
     original = guided.detector.detect
     guided.detector.detect = lambda image, all_faces=False, name="": calls.append(name) or original(image, all_faces, name)

@@ -228,7 +228,7 @@ class FacePreprocessor:
       detector: "auto" (HOG, then the CNN when HOG finds nothing) / "hog" / "cnn", or a ``FaceDetector`` /
         ``GuidedDetector`` (anything with ``detect(image, all_faces, name)``).
       face_box, box_file, group_fallback: known face boxes and the same-subject fallback
-        (`tf_facetex.data.detect.build_detector`); only with a detector given by name.
+        (`tf_facetex.data.known_faces.build_detector`); only with a detector given by name.
       masker: a ``FaceMasker``, "parsing" (the parsing network, default; it beats the substitute on
         CelebAMask-HQ, IoU 0.938 vs 0.889; without trained weights it falls back to "skin" with a log line),
         "skin" (``LandmarkSkinMasker``), "hull", or None (no mask).
@@ -247,7 +247,7 @@ class FacePreprocessor:
                  parsing_weights=None, log=print, face_box=None, box_file=None, group_fallback: str = "none"):
         from tf_facetex import paths
         from tf_facetex.data import images as _images
-        from tf_facetex.data.detect import build_detector
+        from tf_facetex.data.known_faces import build_detector
         from tf_facetex.data.parsing_net import masker_from_name
         self.detector = (build_detector(detector, face_box=face_box, box_file=box_file, group_fallback=group_fallback,
                                         max_side=max_detect_side) if isinstance(detector, str) else detector)

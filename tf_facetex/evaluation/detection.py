@@ -34,7 +34,8 @@ CONFIGS = {
 
 def detection_config(name: str, group_of=None):
     """A detector of `CONFIGS` (``group_of``: photo -> photos of its set, for the group fallback)."""
-    from tf_facetex.data.detect import FaceDetector, GroupFallback, GuidedDetector
+    from tf_facetex.data.detect import FaceDetector
+    from tf_facetex.data.known_faces import GroupFallback, GuidedDetector
 
     config = dict(CONFIGS[name])
     group = config.pop("group_fallback", None)

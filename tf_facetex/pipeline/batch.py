@@ -31,7 +31,7 @@ class FaceFinder:
     face should be rejected in a second, not after that.
 
     Args:
-      detector: 'auto', 'hog', 'cnn' or a detector object (`tf_facetex.data.detect.build_detector`);
+      detector: 'auto', 'hog', 'cnn' or a detector object (`tf_facetex.data.known_faces.build_detector`);
       masker: 'parsing' (the shipped network; 'skin' with a WARNING when the default file is missing), 'skin',
       'hull' or a `FaceMasker`; all_faces: every face instead of the largest; parsing_weights: the parsing net's
       file (default: `paths.parsing_net_weights()`, the shipped saved_models/parsing_net/parsing_net.keras).
