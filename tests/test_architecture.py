@@ -14,8 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "tf_facetex"
 # module of tf_facetex) may import units of lower layers only; units of the same layer do not import each other.
 LAYERS = (
     ("errors", "conventions"),
-    ("io_utils", "paths", "geometry", "camera", "sh", "reconstruction_files", "grayscale", "trace_counter"),
-    ("metrics", "face_model", "xla_cache"),
+    ("io_utils", "paths", "geometry", "camera", "sh", "reconstruction_files", "trace_counter"),
+    ("metrics", "face_model", "xla_cache", "grayscale"),
     ("rendering", "losses", "networks", "visualize"),
     ("data",),
     ("identity", "lighting_presets", "inputs"),

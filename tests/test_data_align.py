@@ -260,7 +260,7 @@ def test_mask_flags_exclude_eyes_and_mouth(astronaut_crop):
     mouth = np.round(lm[60:68].mean(axis=0)).astype(int)
     assert full[eye[1], eye[0]] == 1 and no_eyes[eye[1], eye[0]] == 0
     assert no_eyes.sum() < full.sum() and no_mouth.sum() <= full.sum()
-    assert no_mouth[mouth[1], mouth[0]] == 0 or masks._polygon_mask((224, 224), lm[60:68]).sum() == 0
+    assert no_mouth[mouth[1], mouth[0]] == 0 or masks.polygon_mask((224, 224), lm[60:68]).sum() == 0
 
 
 def test_skin_colour_removes_non_skin(astronaut_crop):

@@ -10,7 +10,7 @@ across channels, which is what was not in the photo.
 """
 import numpy as np
 
-SH_BANDS = 9
+from tf_facetex import sh
 
 
 def grey_albedo(albedo, grey):
@@ -27,9 +27,8 @@ def grey_light(light, grey):
     import tensorflow as tf
 
     light = tf.convert_to_tensor(light, tf.float32)
-    blocks = tf.reshape(light, tf.concat([tf.shape(light)[:-1], [3, SH_BANDS]], axis=0))
-    mean = tf.reshape(tf.tile(tf.reduce_mean(blocks, axis=-2, keepdims=True),
-                              tf.concat([tf.ones_like(tf.shape(light)[:-1]), [3, 1]], axis=0)), tf.shape(light))
+    blocks = tf.reshape(light, tf.concat([tf.shape(light)[:-1], [3, sh.NUM_BASIS]], axis=0))
+    mean = tf.reshape(tf.repeat(tf.reduce_mean(blocks, axis=-2, keepdims=True), 3, axis=-2), tf.shape(light))
     return _select(grey, mean, light)
 
 

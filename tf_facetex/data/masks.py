@@ -69,7 +69,7 @@ def soft_mask_float(mask_uint8):
     return tf.where(value > 0.5, value, tf.zeros_like(value))
 
 
-def _polygon_mask(shape, points: np.ndarray) -> np.ndarray:
+def polygon_mask(shape, points: np.ndarray) -> np.ndarray:
     """uint8 [H, W] with the convex hull of ``points`` [N, 2] filled with 1 (sub-pixel precise)."""
     mask = np.zeros(shape[:2], np.uint8)
     hull = cv2.convexHull(np.round(np.asarray(points, np.float64) * 16).astype(np.int32))
@@ -116,13 +116,13 @@ def face_region(shape, landmarks68: np.ndarray, forehead: float = 0.4, jaw_margi
     lift = forehead * height * np.sqrt(np.clip(1.0 - 0.5 * offsets ** 2, 0.0, 1.0))
     top = brows + lift[:, None] * up
     temples = jaw[[0, 16]] + 0.5 * forehead * height * up
-    return _polygon_mask(shape, np.concatenate([jaw, top, temples]))
+    return polygon_mask(shape, np.concatenate([jaw, top, temples]))
 
 
 def _feature_polygons(shape, landmarks68: np.ndarray, brow_thickness: float) -> np.ndarray:
     """Eyes, brows (thickened polylines) and lips as one uint8 [H, W] mask."""
     lm = np.asarray(landmarks68, np.float64)
-    mask = _polygon_mask(shape, lm[LEFT_EYE]) | _polygon_mask(shape, lm[RIGHT_EYE]) | _polygon_mask(shape, lm[OUTER_LIPS])
+    mask = polygon_mask(shape, lm[LEFT_EYE]) | polygon_mask(shape, lm[RIGHT_EYE]) | polygon_mask(shape, lm[OUTER_LIPS])
     thickness = max(int(round(brow_thickness)), 1)
     for brow in (lm[17:22], lm[22:27]):
         cv2.polylines(mask, [np.round(brow * 16).astype(np.int32)], False, 1, thickness, cv2.LINE_8, shift=4)
@@ -134,9 +134,9 @@ def _skin_samples(image_lab: np.ndarray, landmarks68: np.ndarray) -> np.ndarray:
     lm = np.asarray(landmarks68, np.float64)
     shape = image_lab.shape
     regions = [
-        _polygon_mask(shape, lm[[1, 2, 3, 31, 40, 41]]),   # cheek, image left
-        _polygon_mask(shape, lm[[15, 14, 13, 35, 47, 46]]),  # cheek, image right
-        _polygon_mask(shape, lm[[27, 31, 33, 35]]),          # nose
+        polygon_mask(shape, lm[[1, 2, 3, 31, 40, 41]]),   # cheek, image left
+        polygon_mask(shape, lm[[15, 14, 13, 35, 47, 46]]),  # cheek, image right
+        polygon_mask(shape, lm[[27, 31, 33, 35]]),          # nose
     ]
     # shrink towards the centre of each polygon: its edges touch eyes, nostrils, beard lines
     sample = np.zeros(shape[:2], np.uint8)
@@ -245,10 +245,10 @@ class LandmarkSkinMasker(FaceMasker):
         skin = cv2.morphologyEx(skin, cv2.MORPH_CLOSE, kernel) & region
         skin = _fill_holes(_largest_component(skin))
         if self.exclude_eyes:
-            eyes = _polygon_mask(image.shape, lm[LEFT_EYE]) | _polygon_mask(image.shape, lm[RIGHT_EYE])
+            eyes = polygon_mask(image.shape, lm[LEFT_EYE]) | polygon_mask(image.shape, lm[RIGHT_EYE])
             skin &= 1 - cv2.dilate(eyes, np.ones((3, 3), np.uint8))
         if self.exclude_mouth:
-            skin &= 1 - _polygon_mask(image.shape, lm[INNER_MOUTH])
+            skin &= 1 - polygon_mask(image.shape, lm[INNER_MOUTH])
         return skin.astype(np.float32)
 
     def _skin_distance(self, lab: np.ndarray, lm: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ texel -> pixel lookup), never on a copy of the pipeline.
 import cv2
 import numpy as np
 
-from tf_facetex.data.masks import CELEBAMASK_FACE_CLASSES
+from tf_facetex.data.masks import CELEBAMASK_FACE_CLASSES, polygon_mask
 
 # CelebAMask-HQ-mini label ids (0 background, 1 skin, 2 nose, 3 glasses, 4/5 eyes, 6/7 brows, 8/9 ears,
 # 10 inner mouth, 11/12 lips, 13 hair, 14 hat, 15 earring, 16 necklace, 17 neck, 18 cloth)
@@ -51,10 +51,7 @@ def class_mask(labels: np.ndarray, classes) -> np.ndarray:
 
 def landmark_hull(shape, landmarks68: np.ndarray) -> np.ndarray:
     """bool [H, W]: the convex hull of the 68 landmarks (jaw, brows: the face below the forehead)."""
-    mask = np.zeros(shape[:2], np.uint8)
-    hull = cv2.convexHull(np.round(np.asarray(landmarks68, np.float64) * 16).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
+    return polygon_mask(shape, landmarks68).astype(bool)
 
 
 def _bilinear_taps(pixels_uv: np.ndarray, height: int, width: int):

@@ -157,13 +157,13 @@ class Reconstructor:
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
+        posed_normals = self.renderer.vertex_normals(posed)
         part_albedo = None
         if self.model.has_parts:  # eyes, teeth, sockets close the render (tf_facetex.rendering.parts)
-            vertex_normals = self.renderer.vertex_normals(posed)
             part_albedo, part_pixels = parts_lib.estimate_part_albedo(self.model, raster, images, prior_out["gamma"],
-                                                                      vertex_normals, masks)
+                                                                      posed_normals, masks)
             part_image, part_mask = parts_lib.render_parts(self.model.triangles, self.model.triangle_parts, raster,
-                                                           part_albedo, prior_out["gamma"], vertex_normals)
+                                                           part_albedo, prior_out["gamma"], posed_normals)
             coarse, _ = parts_lib.composite(coarse, render_mask, part_image, part_mask)
             detailed, render_mask = parts_lib.composite(detailed, render_mask, part_image, part_mask)
         shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
@@ -175,7 +175,6 @@ class Reconstructor:
             "coarse_psnr_db": metrics.masked_psnr(tf.clip_by_value(coarse, 0, 1), images, face_mask),
             "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
         }
-        posed_normals = self.renderer.vertex_normals(posed)
         turntables = None
         if self.config.turntable_yaws:
             with self.timer("turntable"):

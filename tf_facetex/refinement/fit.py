@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_facetex import losses as L
-from tf_facetex import sh
 from tf_facetex.refinement.base import Refiner
 from tf_facetex.refinement import uv_solver
 from tf_facetex.refinement.objective import render_lit, uv_terms
@@ -78,13 +77,7 @@ class UVFitRefiner:
         sample = {k: tf.convert_to_tensor(v, tf.float32) for k, v in sample.items() if k in SAMPLE_KEYS}
         prior = sample["prior_albedo_uv"]
         batch, size = tf.shape(prior)[0], prior.shape[1]
-        init = prior
-        if c.use_unwrapped_init:
-            shading = sh.shading_uv(sample["normals_uv"], sample["gamma"])
-            observed = tf.math.divide_no_nan(sample["texture_uv"], tf.maximum(shading, 0.05))
-            seen = sample["visibility_uv"]
-            init = tf.clip_by_value(observed * seen + prior * (1.0 - seen), 0.0, 1.0)
-        albedo = tf.Variable(init)
+        albedo = tf.Variable(uv_solver.initial_albedo(sample, c.use_unwrapped_init))
         residual = tf.Variable(tf.zeros([batch, c.light_resolution, c.light_resolution, 27]))
         optimizer = tf.keras.optimizers.Adam(c.learning_rate)
         gamma_map = sample["gamma"][:, None, None, :]
