@@ -5,7 +5,7 @@
 
 Each photo is decoded (EXIF orientation, any colour mode), its faces detected (dlib HOG, 68
 landmarks), aligned to Deng et al.'s 224 crop and masked; one tf.train.Example per face
-(format: tf_facetex/data/tfrecords.py). Photos that cannot be used (corrupt, too small, no
+(format: tf_facetex/data/records.py). Photos that cannot be used (corrupt, too small, no
 face, ...) are skipped with a one-line reason; the run goes on and lists them at the end and in
 the summary JSON. Byte-identical duplicates are processed once.
 
