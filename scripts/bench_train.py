@@ -29,8 +29,12 @@ flags.DEFINE_list("nets", ["small", "paper"], "RefinementNet presets to time.")
 flags.DEFINE_integer("batch_size", 16, "Batch size (the paper's 16).")
 flags.DEFINE_integer("steps", 3, "Timed calls per piece after the warm-up.")
 flags.DEFINE_string("data_dir", "", "Where to write the toy samples (default: a temporary folder).")
+flags.DEFINE_list("base_filters", [], "Width sweep: time each net at each of these base filter counts (e.g. 16,24,32); "
+                  "empty = the preset's width.")
+flags.DEFINE_integer("res_blocks", 0, "Residual blocks of the swept nets; 0 = the preset's.")
 
-SIZES = {"small": {"image_size": 64, "uv_size": 64, "ndf": 16}, "paper": {"image_size": 224, "uv_size": 256, "ndf": 64}}
+SIZES = {"small": {"image_size": 64, "uv_size": 64, "ndf": 16}, "paper": {"image_size": 224, "uv_size": 256, "ndf": 64},
+         "cpu": {"image_size": 224, "uv_size": 128, "ndf": 16}}
 
 
 def _timed(fn, *args, repeats):
@@ -46,7 +50,7 @@ def _timed(fn, *args, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def bench_net(preset, batch_size, repeats, data_dir):
+def bench_net(preset, batch_size, repeats, data_dir, net_overrides=None):
     import time
 
     import tensorflow as tf
@@ -63,7 +67,7 @@ def bench_net(preset, batch_size, repeats, data_dir):
     iterator = iter(dataset)
     batch = next(iterator)
     config = TrainConfig(net_preset=preset, discriminator_ndf=sizes["ndf"], face_model="toy",
-                         global_batch_size=batch_size)
+                         global_batch_size=batch_size, net_overrides=dict(net_overrides or {}))
     trainer = build_trainer(config, sizes["uv_size"], toy_data.toy_uv_mask(sizes["uv_size"]), None,
                             steps_per_epoch=1000)
 
@@ -95,7 +99,7 @@ def bench_net(preset, batch_size, repeats, data_dir):
     end_to_end = repeats / (time.perf_counter() - start)
     whole = times["input"] + times["step"]
     return {
-        "image_size": sizes["image_size"], "uv_size": sizes["uv_size"],
+        "image_size": sizes["image_size"], "uv_size": sizes["uv_size"], "net_overrides": dict(net_overrides or {}),
         "generator_params": int(trainer.generator.count_params()),
         "discriminator_params": int(trainer.discriminator.count_params()),
         "seconds": {k: round(v, 4) for k, v in times.items()},
@@ -103,6 +107,15 @@ def bench_net(preset, batch_size, repeats, data_dir):
         "end_to_end_steps_per_second": round(end_to_end, 4),
         "share": {k: round(times[k] / whole, 4) for k in ("input", "forward", "rendering", "losses", "backward")},
     }
+
+
+def _variants():
+    """(name, preset, net overrides) per timed net: each preset, or each preset at each --base_filters."""
+    if not FLAGS.base_filters:
+        return [(preset, preset, {}) for preset in FLAGS.nets]
+    blocks = {"num_res_blocks": FLAGS.res_blocks} if FLAGS.res_blocks else {}
+    return [(f"{preset}_f{width}" + (f"_r{FLAGS.res_blocks}" if blocks else ""), preset,
+             {"base_filters": int(width), **blocks}) for preset in FLAGS.nets for width in FLAGS.base_filters]
 
 
 def main(argv):
@@ -127,7 +140,8 @@ def main(argv):
             "devices": [d.device_type for d in tf.config.list_physical_devices()],
             "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in os.getloadavg()],
             "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version(),
-            "nets": {preset: bench_net(preset, FLAGS.batch_size, FLAGS.steps, data_dir) for preset in FLAGS.nets},
+            "nets": {name: bench_net(preset, FLAGS.batch_size, FLAGS.steps, data_dir, overrides)
+                     for name, preset, overrides in _variants()},
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
     print(json.dumps(result, indent=1))

@@ -14,12 +14,15 @@ from tf_facetex import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Refinement-sample shards (glob), e.g. from scripts/make_refinement_samples.py.")
 flags.DEFINE_list("variants", ["prior", "unwrapped", "fit"], "Built-in variants: prior, unwrapped, fit.")
-flags.DEFINE_list("checkpoints", [], "Trained networks as name=run_folder (OD and OC rows each).")
+flags.DEFINE_list("checkpoints", [], "Trained networks as name=path (a run folder, checkpoint or shipped network "
+                  "folder; OD and OC rows each).")
 flags.DEFINE_string("face_model", "default", "Face model of the samples ('default' or a path): UV mask/symmetry.")
 flags.DEFINE_enum("identity", "dlib", ["dlib", "none"], "Identity-similarity column (dlib ResNet) or none.")
 flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all).")
 flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 flags.DEFINE_integer("fit_steps", 150, "Steps of the fit variant.")
+flags.DEFINE_integer("net_fit_steps", 0, "> 0: each --checkpoints network also as '<name>+fit', the product's "
+                     "net+fit (this many fit steps from the network's output).")
 flags.DEFINE_string("json", None, "Output JSON (the markdown table goes next to it with .md).")
 flags.DEFINE_string("figure", None, "Output PNG comparing the variants on the first images.")
 flags.DEFINE_string("title", "", "Title of the markdown table.")
@@ -47,7 +50,7 @@ def main(argv):
     result, figure = evaluate_variants(FLAGS.data, sizes, FLAGS.variants, checkpoints, face_model=FLAGS.face_model,
                                        identity=FLAGS.identity, limit=FLAGS.limit or None,
                                        batch_size=FLAGS.batch_size, fit_steps=FLAGS.fit_steps,
-                                       want_figure=bool(FLAGS.figure))
+                                       want_figure=bool(FLAGS.figure), net_fit_steps=FLAGS.net_fit_steps)
     result["command"] = " ".join(["python", *sys.argv])
     io_utils.write_json(FLAGS.json, result)
     table = markdown_table(result, FLAGS.title)

@@ -15,15 +15,23 @@ Default path (no weights): the per-image fit for the prior and the UV-space fit 
 from absl import flags
 
 from tf_facetex import cli
+from tf_facetex.pipeline import setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively; .jpg .jpeg .png "
                     ".webp .bmp .gif (first frame) .tif .tiff). Entries that are not photos are listed in errors.json; "
                     "an --output_dir inside the folder is left out.")
 flags.DEFINE_string("output_dir", None, "Output folder; one sub-folder per face, plus index.html and errors.json.")
-flags.DEFINE_string("checkpoint", None, "Trained refinement network: a scripts/train.py run folder (run_config.json "
-                    "+ checkpoints/), its checkpoints/ folder or a checkpoint prefix. Default: no network, the "
-                    "per-image UV fit (slower, needs no weights).")
+flags.DEFINE_enum("refiner", setup.DEFAULT_REFINER, list(setup.REFINER_MODES), "Detail stage: 'fit' = the per-image UV fit "
+                  "(--fit_steps; needs no weights); 'net' = one forward pass of the refinement network; 'net+fit' = "
+                  "the network's albedo and light as the start of a --net_fit_steps fit. The net modes use "
+                  "--checkpoint, default the shipped saved_models/refinement_net/ (UV 128). README, 'Refiner modes', "
+                  "gives each mode's quality and speed.")
+flags.DEFINE_string("checkpoint", None, "Refinement network of the net modes: a shipped network folder "
+                    "(network.json + refinement_net.weights.h5), a scripts/train.py run folder (run_config.json + "
+                    "checkpoints/), its checkpoints/ folder or a checkpoint prefix. Default: $TF_FACETEX_REFINEMENT_NET, "
+                    "then saved_models/refinement_net/. Given without --refiner, it means --refiner=net.")
+flags.DEFINE_integer("net_fit_steps", 30, "Steps of the fit after the network (--refiner=net+fit).")
 flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/archive or BFM_model_front.mat. "
                     "Default: $TF_FACETEX_FACE_MODEL, then the cached/shared ICT-FaceKit (see README, Assets).")
 flags.DEFINE_bool("all_faces", False, "Reconstruct every face of a photo (folders <stem>_face0, _face1, ... largest "
@@ -33,7 +41,7 @@ flags.DEFINE_enum("prior", "fit", ["fit", "regressor"], "Prior coefficients from
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5) for --prior=regressor.")
 flags.DEFINE_string("regressor_backbone", "resnet50", "Backbone the regressor weights were trained with.")
 flags.DEFINE_integer("uv_size", None, "UV texture size S (albedo.png is S x S). Default 256, or the checkpoint's.")
-flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (without --checkpoint). Fewer is "
+flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (--refiner=fit). Fewer is "
                      "faster and smoother; 150 is the tested default.")
 flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=fit).")
 flags.DEFINE_integer("batch_size", 1, "Faces reconstructed together (more uses more memory; the fit runs jointly).")
@@ -80,6 +88,10 @@ def main(argv):
             raise FaceTexError(f"--{name} {value}: not found")
     if FLAGS.turntable_light not in PRESET_NAMES:
         raise FaceTexError(f"--turntable_light must be one of {', '.join(PRESET_NAMES)}")
+    # --checkpoint alone keeps its earlier meaning (the network instead of the fit)
+    refiner_mode = "net" if FLAGS.checkpoint and not FLAGS["refiner"].present else FLAGS.refiner
+    if FLAGS.net_fit_steps < 1:
+        raise FaceTexError("--net_fit_steps must be >= 1")
     if FLAGS.fit_steps < 1 or FLAGS.batch_size < 1 or (FLAGS.uv_size is not None and FLAGS.uv_size < 16):
         raise FaceTexError("--fit_steps and --batch_size must be >= 1 and --uv_size >= 16")
     listing = list_inputs(FLAGS.input, recursive=FLAGS.recursive, output_dir=FLAGS.output_dir)
@@ -96,11 +108,13 @@ def main(argv):
     def make_reconstructor():
         reconstructor = pipeline.build_reconstructor(
             FLAGS.face_model, FLAGS.checkpoint, FLAGS.prior, FLAGS.regressor_weights, FLAGS.regressor_backbone,
-            FLAGS.uv_size, FLAGS.fit_steps, FLAGS.landmark_steps, FLAGS.turntable_light)
+            FLAGS.uv_size, FLAGS.fit_steps, FLAGS.landmark_steps, FLAGS.turntable_light, refiner=refiner_mode,
+            net_fit_steps=FLAGS.net_fit_steps)
         refiner = reconstructor.refiner.describe()
-        print(f"[reconstruct] prior: {FLAGS.prior}; details: {refiner['name']}"
-              + (f" ({refiner.get('steps')} steps)" if refiner["name"] == "fit" else f" ({FLAGS.checkpoint})")
-              + f"; UV {reconstructor.config.uv_size}")
+        details = [f"{refiner['steps']} fit steps"] if "steps" in refiner else []
+        details += [f"network {refiner['checkpoint']}"] if "checkpoint" in refiner else []
+        print(f"[reconstruct] prior: {FLAGS.prior}; details: {refiner['name']} ({', '.join(details)}); "
+              f"UV {reconstructor.config.uv_size}")
         return reconstructor
 
     summary = pipeline.reconstruct_inputs(

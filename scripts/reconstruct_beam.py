@@ -16,21 +16,25 @@ face (complete when it exists), ``errors.json`` (unreadable files, photos withou
 from absl import flags
 
 from tf_facetex import cli
+from tf_facetex.pipeline import setup
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively), or a text file "
                     "with one image path a line (--input_list).")
 flags.DEFINE_bool("input_list", False, "--input is a text file listing image paths (one a line).")
 flags.DEFINE_string("output_dir", None, "Output folder; one sub-folder per face, plus index.html and errors.json.")
-flags.DEFINE_string("checkpoint", None, "Trained refinement network (a scripts/train.py run folder); default: the "
-                    "per-image UV fit.")
+flags.DEFINE_enum("refiner", setup.DEFAULT_REFINER, list(setup.REFINER_MODES), "Detail stage (see "
+                  "scripts/reconstruct.py --help).")
+flags.DEFINE_string("checkpoint", None, "Refinement network of the net modes (default: the shipped one); given "
+                    "without --refiner, it means --refiner=net.")
+flags.DEFINE_integer("net_fit_steps", 30, "Steps of the fit after the network (--refiner=net+fit).")
 flags.DEFINE_string("face_model", None, "Face model (default: as scripts/reconstruct.py).")
 flags.DEFINE_bool("all_faces", False, "Every face of a photo (folders <stem>_face<k>).")
 flags.DEFINE_enum("prior", "fit", ["fit", "regressor"], "Prior coefficients: the per-image fit or the regressor.")
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights for --prior=regressor.")
 flags.DEFINE_string("regressor_backbone", "resnet50", "Backbone the regressor weights were trained with.")
 flags.DEFINE_integer("uv_size", None, "UV texture size (default 256, or the checkpoint's).")
-flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (without --checkpoint).")
+flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (--refiner=fit).")
 flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=fit).")
 flags.DEFINE_integer("batch_size", 1, "Most faces reconstructed together by one worker call.")
 flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj / mesh.glb geometry (see reconstruct.py).")
@@ -67,7 +71,9 @@ def main(argv):
         inputs = pipeline.resolve_inputs(FLAGS.input)
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
     spec = beam_batch.ReconstructionSpec(
-        face_model=FLAGS.face_model, checkpoint=FLAGS.checkpoint, prior=FLAGS.prior,
+        face_model=FLAGS.face_model, checkpoint=FLAGS.checkpoint,
+        refiner="net" if FLAGS.checkpoint and not FLAGS["refiner"].present else FLAGS.refiner,
+        net_fit_steps=FLAGS.net_fit_steps, prior=FLAGS.prior,
         regressor_weights=FLAGS.regressor_weights, regressor_backbone=FLAGS.regressor_backbone, uv_size=FLAGS.uv_size,
         fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps, turntable_light=FLAGS.turntable_light,
         detector=FLAGS.detector, masker=FLAGS.masker, all_faces=FLAGS.all_faces, mesh_pose=FLAGS.mesh_pose,

@@ -11,6 +11,7 @@
 #   bash scripts/run_real_recipe.sh                      # all stages
 #   STAGES="train eval" MAX_STEPS=200 bash scripts/run_real_recipe.sh
 # Budgets (environment): PREP_SHARDS (6 of NUM_SHARDS=64), TRAIN_LIMIT (480), TEST_LIMIT (96), UV_SIZE (128),
+# VAL_SHARDS (0: no validation split; the shipped network used 4, i.e. train shards 60-63) and VAL_LIMIT (160),
 # FIT_STEPS (landmark fit, 300), MAX_STEPS (see the cfg),
 # TRAIN_SECONDS (1380: SIGTERM -> checkpoint, exit 143, counted as done), EVAL_LIMIT (0 = all test samples), EVAL_FIT_STEPS (150).
 # Data and runs go to OUT (outputs/real_recipe, gitignored); figures of real people stay under OUT, never docs/.
@@ -114,9 +115,25 @@ sys.exit(1 if exact or len(set(train_sha)) != len(train_sha) or len(set(test_sha
 EOF2
 fi
 
+# Validation: the last VAL_SHARDS of the NUM_SHARDS content-hash shards of the train split (never trained on; the
+# loss preset and the learning curves are judged on it, the test split is kept for the final table).
+VAL_SHARDS=${VAL_SHARDS:-0}
+VAL_LIMIT=${VAL_LIMIT:-160}
+shard_files() {  # shard_files SPLIT FIRST LAST -> comma-separated record files of those shards
+    local files=() i
+    for ((i = $2; i <= $3; i++)); do files+=("$OUT/faces/$1-$(printf %05d "$i")-of-$(printf %05d "$NUM_SHARDS").tfrecord"); done
+    local IFS=,; echo "${files[*]}"
+}
+if (( VAL_SHARDS > 0 )); then
+    TRAIN_INPUT=$(shard_files train 0 $((NUM_SHARDS - VAL_SHARDS - 1)))
+    VAL_INPUT=$(shard_files train $((NUM_SHARDS - VAL_SHARDS)) $((NUM_SHARDS - 1)))
+else
+    TRAIN_INPUT="$OUT/faces/train-*.tfrecord"
+fi
+
 if has_stage samples; then
     # both splits at once (two processes: the 2 shared cores are better used than by one); logs under OUT/
-    timed samples_train "$PY" scripts/make_refinement_samples.py --input="$OUT/faces/train-*.tfrecord" \
+    timed samples_train "$PY" scripts/make_refinement_samples.py --input="$TRAIN_INPUT" \
         --out="$OUT/samples/train" --prior=fit --uv_size="$UV_SIZE" --fit_steps="$FIT_STEPS" --batch_size=8 \
         --num_shards=4 --limit="$TRAIN_LIMIT" > "$OUT/samples_train.log" 2>&1 &
     pid_train=$!
@@ -126,11 +143,16 @@ if has_stage samples; then
     pid_test=$!
     wait $pid_train
     wait $pid_test
+    if (( VAL_SHARDS > 0 )); then
+        timed samples_val "$PY" scripts/make_refinement_samples.py --input="$VAL_INPUT" \
+            --out="$OUT/samples/val" --prior=fit --uv_size="$UV_SIZE" --fit_steps="$FIT_STEPS" --batch_size=8 \
+            --num_shards=1 --limit="$VAL_LIMIT" > "$OUT/samples_val.log" 2>&1
+    fi
     "$PY" - "$OUT/samples" "$RESULTS/real_recipe_samples.json" <<'EOF'
-import json, sys
+import json, os, sys
 root, out = sys.argv[1], sys.argv[2]
-json.dump({split: json.load(open(f"{root}/{split}/summary.json")) for split in ("train", "test")},
-          open(out, "w"), indent=2)
+json.dump({split: json.load(open(f"{root}/{split}/summary.json")) for split in ("train", "val", "test")
+           if os.path.exists(f"{root}/{split}/summary.json")}, open(out, "w"), indent=2)
 EOF
 fi
 

@@ -251,8 +251,12 @@ def test_keras_fit_and_evaluate_run_the_custom_steps(toy_shards):
     evaluation = sample_dataset(toy_shards["eval"], BATCH, SIZE, SIZE, toy_data.TOY_NUM_COEFFS, training=False,
                                 with_ground_truth=True)
     results = trainer.evaluate(evaluation, verbose=0, return_dict=True)
-    assert set(results) == set(trainer.eval_names) | {"albedo_si_rmse"}
+    assert set(results) == set(trainer.eval_names) | set(trainer.eval_loss_names) | {"albedo_si_rmse"}
     assert all(np.isfinite(v) for v in results.values()) and 0.0 < results["od_ssim"] <= 1.0
+    # the validation objective is the weighted sum of the validation terms (linear, so also of their means)
+    terms = {name[len("loss_"):]: results[name] for name in trainer.eval_loss_names if name != "loss_uv_total"}
+    assert results["loss_uv_total"] == pytest.approx(float(trainer.weighted_total(terms)), rel=1e-4)
+    assert results["loss_uv_total"] > 0.0
     report = evaluate_albedo_vs_baselines(trainer.predict_albedo, evaluation, toy_data.toy_uv_mask(SIZE))
     assert report["num_samples"] == 4
     for name in ("refined", "prior", "unwrapped"):

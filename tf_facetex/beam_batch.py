@@ -27,6 +27,8 @@ class ReconstructionSpec:
     """What ``scripts/reconstruct.py``'s flags say, as a picklable value shipped to the workers."""
     face_model: Optional[str] = None
     checkpoint: Optional[str] = None
+    refiner: Optional[str] = None        # `pipeline.setup.REFINER_MODES`; None: 'net' with a checkpoint, else 'fit'
+    net_fit_steps: int = 30
     prior: str = "fit"
     regressor_weights: Optional[str] = None
     regressor_backbone: str = "resnet50"
@@ -48,7 +50,8 @@ def build_reconstructor(spec: ReconstructionSpec, log=print):
 
     return pipeline.build_reconstructor(spec.face_model, spec.checkpoint, spec.prior, spec.regressor_weights,
                                         spec.regressor_backbone, spec.uv_size, spec.fit_steps, spec.landmark_steps,
-                                        spec.turntable_light, log=log)
+                                        spec.turntable_light, log=log, refiner=spec.refiner,
+                                        net_fit_steps=spec.net_fit_steps)
 
 
 def error_record(path, err, verbose=False) -> dict:

@@ -6,6 +6,7 @@ clears the ones a killed run left behind (only those, and only when their writer
 """
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import pathlib
@@ -24,6 +25,15 @@ IMAGE_WRITE_EXTENSIONS_ALPHA = (".png", ".webp", ".tif", ".tiff")
 IMAGE_WRITE_EXTENSIONS_OPAQUE = (".jpg", ".jpeg", ".bmp")
 IMAGE_WRITE_EXTENSIONS = IMAGE_WRITE_EXTENSIONS_ALPHA + IMAGE_WRITE_EXTENSIONS_OPAQUE
 STALE_STAGING_SECONDS = 3600   # a staging folder untouched this long is a leftover, whoever wrote it
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -52,6 +52,14 @@ def parsing_net_weights() -> pathlib.Path:
     return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "parsing_net" / "parsing_net.keras"
 
 
+def refinement_net_dir() -> pathlib.Path:
+    """Where the shipped refinement network is looked for (``$TF_FACETEX_REFINEMENT_NET`` or
+    ``saved_models/refinement_net/``: network.json + refinement_net.weights.h5, written by
+    scripts/ship_refinement_net.py)."""
+    env = os.environ.get("TF_FACETEX_REFINEMENT_NET")
+    return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "refinement_net"
+
+
 def _is_ict_dir(path: pathlib.Path) -> bool:
     return (path / "FaceXModel" / "generic_neutral_mesh.obj").is_file()
 

@@ -26,7 +26,6 @@ that does not exist is an ``AssetError``; a missing *default* file (a checkout w
 back to ``LandmarkSkinMasker`` with a warning line. Either way one line says which mask is used and, for
 the network, which file (path and sha256) was loaded.
 """
-import hashlib
 import os
 import pathlib
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from tf_facetex.data.masks import FaceMasker, LandmarkHullMasker, LandmarkSkinMasker, _fill_holes, _largest_component
 from tf_facetex import paths
+from tf_facetex.io_utils import file_sha256
 from tf_facetex.errors import AssetError
 
 DEFAULT_INPUT_SIZE = 160
@@ -180,15 +180,6 @@ class ParsingNetMasker(FaceMasker):
         """What summaries record about this masker."""
         return {"name": "parsing", "weights": str(self.weights_path), "sha256": self.sha256,
                 "input_size": self.input_size, "threshold": self.threshold}
-
-
-def file_sha256(path) -> str:
-    """Hex sha256 of a file (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_weights_path() -> pathlib.Path:

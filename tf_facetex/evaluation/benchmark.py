@@ -1,5 +1,6 @@
 """Runs method variants over refinement samples and tabulates the metrics (scripts/evaluate.py)."""
 import collections
+import time
 
 import cv2
 import numpy as np
@@ -21,7 +22,7 @@ ALBEDO_COLUMNS = (("albedo_si_rmse", "albedo si-RMSE ↓", "{:.4f}"), ("albedo_s
                   ("relight_rmse", "relight RMSE ↓", "{:.4f}"))
 
 
-def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps):
+def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps=0):
     built = collections.OrderedDict()
     for name in names:
         if name == "prior":
@@ -35,15 +36,21 @@ def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps):
     for name, path in checkpoints.items():
         net, _ = load_refinement_net(path, log=lambda *_: None)
         built[name] = V.network_variant(net, uv_mask)
+        if net_fit_steps:
+            built[f"{name}+fit"] = V.net_fit_variant(net, uv_mask, symmetry_index, net_fit_steps)
     return built
 
 
 def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", identity="dlib", limit=None,
-                      batch_size=8, fit_steps=150, want_figure=False):
+                      batch_size=8, fit_steps=150, want_figure=False, net_fit_steps=0):
     """Returns (result dict for JSON, figure data).
 
     ``sizes``: `tf_facetex.refinement.train.inspect_samples` of the shards (image/UV size, coefficient count,
-    whether they carry ground truth)."""
+    whether they carry ground truth); net_fit_steps > 0: each network also as '<name>+fit' (that many fit steps
+    from its output). The result holds each variant's means ('variants'), spreads ('std'), per-image values
+    ('per_image', in data order, for paired comparisons) and its time in the refiner: 'ms_per_image', the mean
+    over the batches after the first (which traces and compiles), batch ``batch_size``.
+    """
 
     image_size, uv_size = int(sizes["image_size"]), int(sizes["uv_size"])
     uv_mask, symmetry_index = uv_layout(face_model, uv_size, log=lambda *_: None)
@@ -51,7 +58,7 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
     encoder = None
     if identity == "dlib":
         encoder = get_identity_encoder("dlib")
-    variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps)
+    variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps)
     with_gt = bool(sizes["has_ground_truth"])
     dataset = sample_dataset(pattern, batch_size, image_size, uv_size, int(sizes["num_coeffs"]), training=False,
                              with_ground_truth=with_gt, deterministic=True)
@@ -59,9 +66,14 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
     has_light = {}
     figure = {"input": [], "renders": collections.defaultdict(list), "albedos": collections.defaultdict(list)}
     count = 0
-    for batch in tqdm(dataset, desc="evaluate", unit="batch"):
+    seconds = {name: [] for name in variants}     # per batch after the first: (seconds, images)
+    for batch_index, batch in enumerate(tqdm(dataset, desc="evaluate", unit="batch")):
         for name, variant in variants.items():
+            start = time.perf_counter()
             output = variant(batch)
+            tf.nest.map_structure(lambda t: t if t is None else np.asarray(t), output)   # wait for the result
+            if batch_index > 0:
+                seconds[name].append((time.perf_counter() - start, int(batch["image"].shape[0])))
             has_light[name] = output["light_uv"] is not None
             for key, value in V.evaluate_batch(batch, output, uv_mask, encoder).items():
                 values[name][key].extend(np.asarray(value).tolist())
@@ -79,8 +91,11 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
             break
     table = {name: {key: float(np.mean(v)) for key, v in metrics.items()} for name, metrics in values.items()}
     spread = {name: {key: float(np.std(v)) for key, v in metrics.items()} for name, metrics in values.items()}
+    timing = {name: (1000.0 * sum(t for t, _ in runs) / sum(n for _, n in runs) if runs else None)
+              for name, runs in seconds.items()}
     return {"images": count, "data": pattern, "ground_truth": with_gt, "variants": table, "std": spread,
-            "detailed_light": has_light,
+            "ms_per_image": timing, "per_image": {name: dict(metrics) for name, metrics in values.items()},
+            "net_fit_steps": net_fit_steps, "batch_size": batch_size, "detailed_light": has_light,
             "identity_network": V.IDENTITY_NOTE if encoder is not None else "not computed",
             "checkpoints": checkpoints, "fit_steps": fit_steps}, figure
 
@@ -102,6 +117,8 @@ def markdown_table(result, title=""):
     gt = result["ground_truth"]
     if gt:
         header += [label for _, label, _ in ALBEDO_COLUMNS]
+    timing = result.get("ms_per_image") or {}
+    header.append("ms/image")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, name, tag in _rows(result):
         metrics = result["variants"][name]
@@ -113,8 +130,11 @@ def markdown_table(result, title=""):
             for key, _, fmt in ALBEDO_COLUMNS:
                 value = metrics.get(key)
                 cells.append(fmt.format(value) if value is not None else "–")
+        cells.append(f"{timing[name]:.0f}" if timing.get(name) is not None else "–")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Identity: {result['identity_network']}.", ""]
+    lines += ["", f"Identity: {result['identity_network']}.",
+              f"ms/image: the refiner's time per image at batch {result.get('batch_size', '?')}, after the first "
+              "batch (tracing and compilation excluded); prior and unwrapped are table look-ups.", ""]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 

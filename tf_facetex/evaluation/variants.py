@@ -8,6 +8,7 @@ a detailed light map:
   per image, then the coarse light where the photo shows nothing);
 - ``network``: a trained `RefinementNet` (a training checkpoint) run by the product's
   `tf_facetex.refinement.NetworkRefiner` (the fixed unseen-texel noise); OD = R(A', L') and OC = R(A', L);
+- ``network+fit``: the network's A', L' as the start of a short fit (`NetFitRefiner`, the product's 'net+fit');
   ablations are networks trained with terms switched off, evaluated the same way.
 What is evaluated is what ships: the fit and network variants are the product's refiners, not copies.
 Metrics per variant (means over images):
@@ -24,6 +25,7 @@ import tensorflow as tf
 from tf_facetex import metrics, sh
 from tf_facetex.identity import identity_similarity
 from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+from tf_facetex.refinement.net_fit import NetFitRefiner
 from tf_facetex.refinement.network import NetworkRefiner
 from tf_facetex.refinement.objective import render_lit
 
@@ -60,6 +62,12 @@ def fit_variant(uv_mask, symmetry_index, config=None):
 def network_variant(net, uv_mask):
     """A trained refinement network exactly as the product runs it (`NetworkRefiner`)."""
     return _refined(NetworkRefiner(net, uv_mask))
+
+
+def net_fit_variant(net, uv_mask, symmetry_index, steps):
+    """The network, then a ``steps``-step fit from its output (`NetFitRefiner`, the product's 'net+fit')."""
+    return _refined(NetFitRefiner(NetworkRefiner(net, uv_mask),
+                                  FitRefiner(uv_mask, symmetry_index, UVFitConfig(steps=steps))))
 
 
 def _refined(refiner):

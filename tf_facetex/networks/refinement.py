@@ -35,7 +35,11 @@ PAPER_CONFIG = dict(uv_size=256, base_filters=64, num_down=4, max_filters_multip
 # For CPU smoke runs and tests: same topology, 16 base filters, 2 residual blocks, 64^2 UV maps (1.05 M params).
 SMALL_CONFIG = dict(uv_size=64, base_filters=16, num_down=4, max_filters_multiplier=8, num_res_blocks=2,
                     norm="batch", white_prior=False)
-REFINEMENT_CONFIGS = {"paper": PAPER_CONFIG, "small": SMALL_CONFIG}
+# The shipped CPU network (saved_models/refinement_net): same topology at 128^2 UV maps; width and depth chosen by
+# timing training steps on 2 CPU cores (docs/METHOD.md, "The shipped CPU network").
+CPU_CONFIG = dict(uv_size=128, base_filters=24, num_down=4, max_filters_multiplier=8, num_res_blocks=4,
+                  norm="batch", white_prior=False)
+REFINEMENT_CONFIGS = {"paper": PAPER_CONFIG, "small": SMALL_CONFIG, "cpu": CPU_CONFIG}
 
 
 # --------------------------------------------------------------------------------------------------------------

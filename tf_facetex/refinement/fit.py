@@ -60,14 +60,16 @@ class UVFitRefiner:
         return uv_terms(albedo_uv, light_uv, rendered, sample, self.uv_mask,
                         sample["visibility_uv"] * self.uv_mask, self.symmetry_index)
 
-    def __call__(self, sample):
-        """sample: dict of tensors with the refinement-sample keys (batch). Returns
+    def __call__(self, sample, start=None):
+        """sample: dict of tensors with the refinement-sample keys (batch); start: None or {'albedo_uv',
+        'light_uv'} to start from (e.g. the network's output; `uv_solver.fit_uv_maps`). Returns
         {'albedo_uv' [B,S,S,3], 'light_uv' [B,S,S,27], 'loss' [steps] history, 'terms' final dict}."""
         c = self.config
         if c.solver == "xla":
             out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
                                         uv_solver.term_weights(self.weights), c.steps,
-                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init)
+                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init,
+                                        start=start)
             return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
                     # the objective before the first and the last step (not every step's)
                     "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
@@ -77,13 +79,17 @@ class UVFitRefiner:
         sample = {k: tf.convert_to_tensor(v, tf.float32) for k, v in sample.items() if k in SAMPLE_KEYS}
         prior = sample["prior_albedo_uv"]
         batch, size = tf.shape(prior)[0], prior.shape[1]
-        albedo = tf.Variable(uv_solver.initial_albedo(sample, c.use_unwrapped_init))
+        if start is None:
+            albedo = tf.Variable(uv_solver.initial_albedo(sample, c.use_unwrapped_init))
+            base_light = sample["gamma"][:, None, None, :]
+        else:
+            albedo = tf.Variable(tf.clip_by_value(tf.convert_to_tensor(start["albedo_uv"], tf.float32), 0.0, 1.0))
+            base_light = tf.convert_to_tensor(start["light_uv"], tf.float32)
         residual = tf.Variable(tf.zeros([batch, c.light_resolution, c.light_resolution, 27]))
         optimizer = tf.keras.optimizers.Adam(c.learning_rate)
-        gamma_map = sample["gamma"][:, None, None, :]
 
         def light():
-            return gamma_map + tf.image.resize(residual, [size, size], method="bilinear")
+            return base_light + tf.image.resize(residual, [size, size], method="bilinear")
 
         @tf.function(reduce_retracing=True)
         def step():
@@ -122,12 +128,15 @@ def coarse_light_where_unseen(light_uv, gamma, visibility_uv, sigma):
     and just around the seen texels and fades to 0 away from them.
 
     Args:
-      light_uv [B, S, S, 27]; gamma [B, 27]; visibility_uv [B, S, S, 1]; sigma: blur in texels.
+      light_uv [B, S, S, 27]; gamma [B, 27] (or a [B, S, S, 27] light map the fit started from, e.g. the
+        network's: the estimate where the photo says nothing); visibility_uv [B, S, S, 1]; sigma: blur in texels.
     Returns:
       [B, S, S, 27].
     """
     weight = tf.clip_by_value(2.0 * blur_uv(tf.cast(visibility_uv, tf.float32), sigma), 0.0, 1.0)
-    coarse = tf.cast(gamma, tf.float32)[:, None, None, :]
+    coarse = tf.cast(gamma, tf.float32)
+    if coarse.shape.rank == 2:
+        coarse = coarse[:, None, None, :]
     return coarse + weight * (light_uv - coarse)
 
 
@@ -150,12 +159,15 @@ class FitRefiner(Refiner):
         self.uv_mask = uv_mask
         self.fit = UVFitRefiner(uv_mask, symmetry_index, self.config)
 
-    def __call__(self, prior_out):
-        result = self.fit(prior_out)
+    def __call__(self, prior_out, start=None):
+        """prior_out: a `PriorModule` output batch; start: None (the fit's own start) or {'albedo_uv',
+        'light_uv'} (where the photo shows nothing, the light then falls back to this map, not to gamma)."""
+        result = self.fit(prior_out, start=start)
         light = result["light_uv"]
         if self.unseen_light == "coarse":
             size = int(light.shape[1])
-            light = coarse_light_where_unseen(light, prior_out["gamma"], prior_out["visibility_uv"],
+            fallback = prior_out["gamma"] if start is None else start["light_uv"]
+            light = coarse_light_where_unseen(light, fallback, prior_out["visibility_uv"],
                                               sigma=max(1.0, size / 32.0)) * self.uv_mask
         return {"albedo_uv": result["albedo_uv"], "light_uv": light,
                 "loss_first": result["loss"][0] if result["loss"] else None,

@@ -34,6 +34,12 @@ def render_lit(batch, albedo_uv, light):
     return render_from_lookup(shade_uv(albedo_uv, light, batch["normals_uv"]), batch["pixel_uv"], batch["proj_mask"])
 
 
+UV_TERM_NAMES = ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")   # `uv_terms`' keys
+
+
+UV_TERM_NAMES = ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")   # `uv_terms`' keys
+
+
 def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, symmetry_index=None,
              options: LossOptions = LossOptions()) -> dict:
     """The unweighted UV-space terms both detail stages share (paper eq. 1, 10-11, 15, 16; docs/METHOD.md).

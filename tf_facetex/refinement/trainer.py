@@ -39,7 +39,7 @@ from tf_facetex.losses import (LossOptions, LossWeights, cross_perceptual_loss, 
                                gan_generator_loss, roll_batch, weighted_total)
 from tf_facetex.networks import fill_unseen_with_noise
 from tf_facetex.refinement.network import unseen_noise
-from tf_facetex.refinement.objective import render_from_lookup, uv_terms
+from tf_facetex.refinement.objective import UV_TERM_NAMES, render_from_lookup, uv_terms
 from tf_facetex.training.distribute import num_replicas_in_context
 from tf_facetex.training.schedule import scheduled_weights
 
@@ -102,8 +102,9 @@ class FaceTexTrainer(keras.Model):
                                     name="epoch")
         self.log_names = self.generator_term_names() + ("total", "d_loss")
         self.eval_names = tuple(f"{render}_{metric}" for render in ("od", "oc") for metric in ("l1", "psnr", "ssim"))
+        self.eval_loss_names = tuple(f"loss_{name}" for name in UV_TERM_NAMES) + ("loss_uv_total",)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self.log_names + self.eval_names
-                          + ("albedo_si_rmse",)}
+                          + self.eval_loss_names + ("albedo_si_rmse",)}
         self.g_optimizer = None
         self.d_optimizer = None
 
@@ -275,11 +276,17 @@ class FaceTexTrainer(keras.Model):
 
         od_* / oc_*: l1, psnr, ssim of R(A', L') and R(A', L) against the photo on M_face (the paper's Table 1
         "Ours_OD" / "Ours_OC"); albedo_si_rmse: scale-invariant RMSE of A' against albedo_gt_uv on the UV chart,
-        when the batch has ground truth.
+        when the batch has ground truth; loss_<term> and loss_uv_total: the generator's UV terms and their
+        weighted sum (the objective without the GAN and cross-perceptual terms, which need the discriminator in
+        training mode and a population: the validation loss of the learning curves), batch values per sample.
         """
         outputs = self.forward(batch, training=False)
         renders = self.render(batch, outputs, cross=False)
-        values = {}
+        terms = uv_terms(outputs["albedo"], outputs["light"], renders["od"], batch, self.uv_mask,
+                         self._illumination_mask(batch), self.symmetry_index, self.loss_options)
+        per_sample = tf.ones_like(batch["image"][:, 0, 0, 0])
+        values = {f"loss_{name}": value * per_sample for name, value in terms.items()}
+        values["loss_uv_total"] = self.weighted_total(terms) * per_sample
         for name in ("od", "oc"):
             for metric, value in facetex_metrics.image_metrics(renders[name], batch["image"],
                                                                batch["face_mask"]).items():

@@ -49,14 +49,17 @@ def bilinear_upsampling_matrix(size, resolution):
     return tf.image.resize(identity, [size, 1], method="bilinear")[0, :, 0, :]
 
 
-def upsampled_light(gamma, residual, size):
-    """L' = gamma + bilinear upsampling of the residual grid: [B, 27], [B, r, r, 27] -> [B, S, S, 27].
+def upsampled_light(base_light, residual, size):
+    """L' = base + bilinear upsampling of the residual grid: base [B, 27] (the coarse gamma, constant over the
+    chart) or [B, S, S, 27] (a light map, e.g. the network's), residual [B, r, r, 27] -> [B, S, S, 27].
 
     As two small matrix products (the same values as `tf.image.resize`): their gradient is two matrix
     products too, where the resize's gradient under XLA becomes a slow strided convolution."""
     upsampling = bilinear_upsampling_matrix(size, residual.shape[1])
     rows = tf.einsum("yi,bijc->byjc", upsampling, residual)
-    return gamma[:, None, None, :] + tf.einsum("xj,byjc->byxc", upsampling, rows)
+    if base_light.shape.rank == 2:
+        base_light = base_light[:, None, None, :]
+    return base_light + tf.einsum("xj,byjc->byxc", upsampling, rows)
 
 
 def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index):
@@ -99,15 +102,16 @@ def _adam_update(value, gradient, m, v, step, learning_rate):
     return value - rate * m / (tf.sqrt(v) + ADAM_EPSILON), m, v
 
 
-def _adam_loop(albedo, residual, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps):
-    """``steps`` (a tensor) Adam steps on (albedo [B, S, S, 3], residual [B, r, r, 27]).
+def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps):
+    """``steps`` (a tensor) Adam steps on (albedo [B, S, S, 3], residual [B, r, r, 27]); the light is
+    base_light ([B, 27] or [B, S, S, 27]) + the upsampled residual.
 
     Returns (albedo, residual, first loss, last loss): the objective before the first and before the last
     step (scalars; the trip count is a tensor, so one compiled program serves every step count)."""
     size = albedo.shape[1]
 
     def objective(albedo, residual):
-        light = upsampled_light(sample["gamma"], residual, size)
+        light = upsampled_light(base_light, residual, size)
         return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index), weights)
 
     # The terms are batch means: differentiating batch * mean (the per-photo sum) gives every photo the gradient
@@ -146,8 +150,7 @@ def trace_count() -> int:
 
 
 def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_rate=0.01, decay=1.0,
-                light_resolution=8,
-                use_unwrapped_init=True, jit_compile=True):
+                light_resolution=8, use_unwrapped_init=True, jit_compile=True, start=None):
     """Per-photo fit of A' and L' (see the module docstring).
 
     Args:
@@ -160,6 +163,10 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
       light_resolution: r, the residual light grid.
       use_unwrapped_init: start from the unwrapped texture (`initial_albedo`).
       jit_compile: run the loop under XLA (False: the same loop as a plain graph).
+      start: None, or {'albedo_uv' [B, S, S, 3], 'light_uv' [B, S, S, 27]} (e.g. the network's A', L'): the fit
+        starts from this albedo, and its light is this map + the residual (instead of gamma + the residual);
+        ``use_unwrapped_init`` is then ignored. The objective is unchanged (its light term still pulls towards
+        the coarse gamma).
     Returns:
       dict: albedo_uv [B, S, S, 3] and light_uv [B, S, S, 27] (both x uv_mask), loss_first / loss_last (the
       objective before the first and the last step, scalars), terms (the unweighted terms at the result).
@@ -168,15 +175,19 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
     uv_mask = tf.convert_to_tensor(uv_mask, tf.float32)
     if symmetry_index is not None:
         symmetry_index = tf.convert_to_tensor(symmetry_index, tf.int32)
-    albedo = initial_albedo(sample, use_unwrapped_init)
+    if start is None:
+        albedo, base_light = initial_albedo(sample, use_unwrapped_init), sample["gamma"]
+    else:
+        albedo = tf.clip_by_value(tf.convert_to_tensor(start["albedo_uv"], tf.float32), 0.0, 1.0)
+        base_light = tf.convert_to_tensor(start["light_uv"], tf.float32)
     batch, size = albedo.shape[0], albedo.shape[1]
     residual = tf.zeros([batch, light_resolution, light_resolution, 27], tf.float32)
     loop = _adam_loop_xla if jit_compile else _adam_loop_graph
-    albedo, residual, first, last = loop(albedo, residual, sample, uv_mask, symmetry_index,
+    albedo, residual, first, last = loop(albedo, residual, base_light, sample, uv_mask, symmetry_index,
                                          tf.convert_to_tensor(weights, tf.float32),
                                          tf.constant(learning_rate, tf.float32), tf.constant(decay, tf.float32),
                                          tf.constant(int(steps)))
-    light = upsampled_light(sample["gamma"], residual, size)
+    light = upsampled_light(base_light, residual, size)
     terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index)
     return {"albedo_uv": albedo * uv_mask, "light_uv": light * uv_mask, "loss_first": first, "loss_last": last,
             "terms": terms}
