@@ -54,16 +54,28 @@ def test_adam_update_matches_keras_adam():
         np.testing.assert_allclose(value.numpy(), variable.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_fit_terms_equal_the_refiner_terms(prior_out):
+@pytest.mark.parametrize("weighting", ["uniform", "visibility", "confidence"])
+def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
     renderer, _, sample = prior_out
-    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index)
+    config = UVFitConfig(symmetry_weighting=weighting, symmetry_seen_weight=0.25)
+    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
     albedo = uv_solver.initial_albedo(sample) * 0.9 + 0.05
     light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01
     expected = refiner.terms(albedo, light, sample)
-    terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index)
+    terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index,
+                                uv_solver.symmetry_form(weighting, 0.25))
     for name in uv_solver.TERM_NAMES:
         np.testing.assert_allclose(float(terms[name]), float(expected[name]), rtol=1e-6)
     assert float(terms["image"]) > 0.0
+    # The weighted term is the loss function's with the batch's confidence, not the uniform one.
+    confidence = {"uniform": None, "visibility": sample["visibility_uv"],
+                  "confidence": losses.view_confidence(sample["visibility_uv"], sample["normals_uv"])}[weighting]
+    direct = losses.symmetry_loss(albedo, renderer.uv_mask, renderer.uv_symmetry_index, confidence_uv=confidence,
+                                  seen_weight=0.25)
+    np.testing.assert_allclose(float(terms["symmetry"]), float(direct), rtol=1e-6)
+    if weighting != "uniform":
+        uniform = losses.symmetry_loss(albedo, renderer.uv_mask, renderer.uv_symmetry_index)
+        assert abs(float(terms["symmetry"]) - float(uniform)) > 1e-4 * float(uniform)
 
 
 def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):

@@ -41,6 +41,16 @@ class UVFitConfig:
     # module's per-step loop (the previous algorithm, kept for the comparison).
     solver: str = "xla"
     decay: float = 1.0                  # 'xla' only: final learning rate / initial learning rate
+    # The symmetry term's form (`losses.LossOptions`, `losses.symmetry_weights`): 'uniform' pulls every chart
+    # texel to its mirror (the paper); 'visibility' / 'confidence' let the mirror fill only the texels the photo
+    # did not show (or showed at a grazing angle); symmetry_seen_weight: the pull between two seen texels.
+    symmetry_weighting: str = "uniform"
+    symmetry_seen_weight: float = 0.0
+    symmetry_seen_scale: float = 0.0    # > 0: seen pairs pull by `losses.saturating_l1` with this scale
+
+    def symmetry(self):
+        """The symmetry term's form as `uv_solver.symmetry_form`."""
+        return uv_solver.symmetry_form(self.symmetry_weighting, self.symmetry_seen_weight, self.symmetry_seen_scale)
 
 
 class UVFitRefiner:
@@ -58,7 +68,8 @@ class UVFitRefiner:
         """The unweighted loss terms for maps and one batch of prior outputs (dict of scalars)."""
         rendered = render_lit(sample, albedo_uv, light_uv)
         return uv_terms(albedo_uv, light_uv, rendered, sample, self.uv_mask,
-                        sample["visibility_uv"] * self.uv_mask, self.symmetry_index)
+                        sample["visibility_uv"] * self.uv_mask, self.symmetry_index,
+                        uv_solver.loss_options(self.config.symmetry()))
 
     def __call__(self, sample):
         """sample: dict of tensors with the refinement-sample keys (batch). Returns
@@ -67,7 +78,8 @@ class UVFitRefiner:
         if c.solver == "xla":
             out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
                                         uv_solver.term_weights(self.weights), c.steps,
-                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init)
+                                        c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init,
+                                        symmetry=c.symmetry())
             return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
                     # the objective before the first and the last step (not every step's)
                     "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
@@ -164,4 +176,7 @@ class FitRefiner(Refiner):
     def describe(self):
         return {"name": self.name, "steps": self.config.steps, "learning_rate": self.config.learning_rate,
                 "light_resolution": self.config.light_resolution, "weights": self.config.weights,
-                "unseen_light": self.unseen_light, "solver": self.config.solver}
+                "unseen_light": self.unseen_light, "solver": self.config.solver,
+                "symmetry_weighting": self.config.symmetry_weighting,
+                "symmetry_seen_weight": self.config.symmetry_seen_weight,
+                "symmetry_seen_scale": self.config.symmetry_seen_scale}
