@@ -6,8 +6,9 @@
 Data: a folder of scripts/make_synthetic.py (its --uv_size is the fit's UV size; --occluder_prob 1 for
 ghosting). Each face goes through the product: the `PriorModule` fit on its true landmarks (mask: --mask), then
 the shipped UV fit (`evaluation.variants.fit_variant`, `FitRefiner`) with the symmetry term's weighting of the
-variant's name ('uniform' is today's term; 'visibility@0.25' sets the pull between two seen texels), or the
-prior albedo ('prior'). `tf_facetex.evaluation.ghosting` defines every number.
+variant's name, weighting[@seen_weight[/seen_scale[/unseen_mirror_weight]]] ('uniform' is today's term;
+'visibility@1/0.05' pulls two seen texels by a saturating L1 of scale 0.05; see `losses.symmetry_weights`), or
+the prior albedo ('prior'). `tf_facetex.evaluation.ghosting` defines every number.
 """
 import os
 import sys
@@ -46,12 +47,13 @@ def _variant(name, uv_mask, symmetry_index, steps):
     if name == "prior":
         return V.prior_variant
     weighting, _, pull = name.partition("@")
-    seen, _, scale = pull.partition("/")
+    seen, scale, unseen = (pull.split("/") + ["", "", ""])[:3]
     if weighting not in SYMMETRY_WEIGHTINGS:
         raise FaceTexError(f"--variants: unknown variant {name!r} (prior, or one of {SYMMETRY_WEIGHTINGS}[@w])")
     return V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps, symmetry_weighting=weighting,
                                                               symmetry_seen_weight=float(seen or 0.0),
-                                                              symmetry_seen_scale=float(scale or 0.0)))
+                                                              symmetry_seen_scale=float(scale or 0.0),
+                                                              symmetry_unseen_mirror_weight=float(unseen or 0.0)))
 
 
 def main(argv):

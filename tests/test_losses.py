@@ -489,7 +489,8 @@ def test_total_generator_loss_gradient_flows():
 # confidence-weighted symmetry (the mirror fills what the photo did not show)
 # --------------------------------------------------------------------------------------------------------------
 
-def _brute_weighted_symmetry(albedo, mask, confidence, mirror_of, seen_weight, norm):
+def _brute_weighted_symmetry(albedo, mask, confidence, mirror_of, seen_weight, norm, unseen_mirror_weight=0.0,
+                             seen_scale=0.0):
     """Loops over samples and texels: sum_t w(t) pen(A_t - A_m(t)) / (C * sum_t M_sym(t)), mean over the batch."""
     batch, h, w, c = albedo.shape
     losses_per_sample = []
@@ -503,25 +504,31 @@ def _brute_weighted_symmetry(albedo, mask, confidence, mirror_of, seen_weight, n
                 mi, mj = mirror
                 m_sym = mask[i, j, 0] * mask[mi, mj, 0]
                 conf, conf_m = confidence[b, i, j, 0], confidence[b, mi, mj, 0]
-                weight = m_sym * ((1.0 - conf) + seen_weight * conf * conf_m)
+                fill = m_sym * ((1.0 - conf) + unseen_mirror_weight * conf * (1.0 - conf_m))
+                seen = m_sym * seen_weight * conf * conf_m
                 diff = albedo[b, i, j] - albedo[b, mi, mj]
                 penalty = np.abs(diff).sum() if norm == "l1" else np.square(diff).sum()
-                total += weight * penalty
+                seen_penalty = (seen_scale * np.abs(diff) / (seen_scale + np.abs(diff))).sum() if seen_scale else penalty
+                total += fill * penalty + seen * seen_penalty
                 area += m_sym
         losses_per_sample.append(total / (c * area) if area else 0.0)
     return float(np.mean(losses_per_sample))
 
 
-@pytest.mark.parametrize("norm,seen_weight", [("l1", 0.0), ("l1", 0.3), ("l2", 0.0)])
-def test_weighted_symmetry_matches_brute_force_flip(rng, norm, seen_weight):
+@pytest.mark.parametrize("norm,seen_weight,seen_scale,unseen_mirror_weight",
+                         [("l1", 0.0, 0.0, 0.0), ("l1", 0.3, 0.0, 0.0), ("l2", 0.0, 0.0, 0.0), ("l1", 1.0, 0.05, 1.0),
+                          ("l2", 0.5, 0.1, 0.4)])
+def test_weighted_symmetry_matches_brute_force_flip(rng, norm, seen_weight, seen_scale, unseen_mirror_weight):
     albedo = rng.random((2, 4, 6, 3))
     mask = (rng.random((4, 6, 1)) > 0.2).astype(np.float64)
     confidence = rng.random((2, 4, 6, 1))
     confidence[0, 1, :3] = 0.0
     confidence[1, 2, 3:] = 1.0
     got = losses.symmetry_loss(tf.constant(albedo), mask, norm=norm, confidence_uv=confidence,
-                               seen_weight=seen_weight).numpy()
-    expected = _brute_weighted_symmetry(albedo, mask, confidence, lambda i, j: (i, 5 - j), seen_weight, norm)
+                               seen_weight=seen_weight, seen_scale=seen_scale,
+                               unseen_mirror_weight=unseen_mirror_weight).numpy()
+    expected = _brute_weighted_symmetry(albedo, mask, confidence, lambda i, j: (i, 5 - j), seen_weight, norm,
+                                        unseen_mirror_weight, seen_scale)
     assert got == pytest.approx(expected, rel=1e-9)
 
 
@@ -554,6 +561,10 @@ def test_weighted_symmetry_reduces_to_the_uniform_term(rng):
     seen = losses.symmetry_loss(albedo, mask, confidence_uv=np.ones((2, 5, 6, 1)), seen_weight=1.0).numpy()
     assert unseen == pytest.approx(uniform, rel=1e-6)
     assert seen == pytest.approx(uniform, rel=1e-6)
+    # Any confidence, both pulls of seen texels at 1: the weights sum to M_sym, today's term again.
+    anything = losses.symmetry_loss(albedo, mask, confidence_uv=rng.random((2, 5, 6, 1)), seen_weight=1.0,
+                                    unseen_mirror_weight=1.0).numpy()
+    assert anything == pytest.approx(uniform, rel=1e-6)
     # Everything seen, no pull between seen texels: no symmetry at all.
     assert losses.symmetry_loss(albedo, mask, confidence_uv=np.ones((2, 5, 6, 1))).numpy() == 0.0
 
@@ -609,3 +620,17 @@ def test_loss_options_reject_an_unknown_symmetry_weighting():
         losses.LossOptions(symmetry_weighting="mirror")
     assert losses.LossOptions.preset("paper").symmetry_weighting == "uniform"     # the trainer's default
     assert losses.LossOptions.preset("authors").symmetry_weighting == "uniform"
+
+
+def test_saturating_seen_pull_fades_for_large_differences():
+    # Two seen texels: a strand (0.9) against skin (0.3) barely pulls with the saturating penalty, a small
+    # shading difference (0.32 vs 0.3) pulls as L1 does.
+    scale = 0.05
+    for a, b, slope in ((0.9, 0.3, scale ** 2 / (scale + 0.6) ** 2), (0.32, 0.3, scale ** 2 / (scale + 0.02) ** 2)):
+        albedo = tf.Variable(np.tile(np.array([a, b])[None, None, :, None], (1, 1, 1, 3)))
+        with tf.GradientTape() as tape:
+            loss = losses.symmetry_loss(albedo, np.ones((1, 1, 2, 1)), confidence_uv=np.ones((1, 1, 2, 1)),
+                                        seen_weight=1.0, seen_scale=scale)
+        grad = tape.gradient(loss, albedo).numpy()[0, 0, 0, 0]
+        assert grad == pytest.approx(slope / 6.0, rel=1e-6)       # / (2 texels * 3 channels)
+    assert scale ** 2 / (scale + 0.6) ** 2 < 0.01

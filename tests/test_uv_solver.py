@@ -90,6 +90,23 @@ def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):
     np.testing.assert_allclose(ours["light_uv"].numpy(), previous["light_uv"].numpy(), atol=2e-4)
 
 
+def test_weighted_symmetry_reaches_both_solvers(prior_out):
+    renderer, _, sample = prior_out
+    sample = half(sample, 0)
+    config = UVFitConfig(steps=10, solver="adam", symmetry_weighting="visibility", symmetry_seen_weight=1.0,
+                         symmetry_seen_scale=0.05)
+    previous = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)(sample)
+    ours = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
+                                 jit_compile=False, symmetry=config.symmetry())
+    np.testing.assert_allclose(float(ours["loss_first"]), previous["loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(ours["albedo_uv"].numpy(), previous["albedo_uv"].numpy(), atol=2e-3)
+    uniform = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
+                                    jit_compile=False)
+    assert float(ours["terms"]["symmetry"]) != pytest.approx(float(uniform["terms"]["symmetry"]), rel=1e-3)
+    with pytest.raises(ValueError, match="symmetry_weighting"):
+        uv_solver.symmetry_form("mirror")
+
+
 def test_compiled_solver_traces_once_and_recovers_the_albedo(prior_out):
     renderer, faces, sample = prior_out
     options = dict(steps=40, learning_rate=0.02, decay=0.05)

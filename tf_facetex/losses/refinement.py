@@ -230,21 +230,22 @@ def view_confidence(visibility_uv, normals_uv, grazing_cos=VIEW_GRAZING_COS, ful
     return visibility_uv * tf.clip_by_value((n_z - grazing_cos) / (full_cos - grazing_cos), 0.0, 1.0)
 
 
-def symmetry_weights(confidence_uv, uv_mask, symmetry_index=None, seen_weight=0.0):
+def symmetry_weights(confidence_uv, uv_mask, symmetry_index=None, seen_weight=0.0, unseen_mirror_weight=0.0):
     """Per-texel weights of the confidence-weighted symmetry term: the mirror fills what the photo did not show.
 
-    w_fill(t) = M_sym(t) * (1 - c(t)),  w_seen(t) = M_sym(t) * seen_weight * c(t) * c(m(t)),  M_sym = M * flip(M),
+    w_fill(t) = M_sym(t) * [(1 - c(t)) + unseen_mirror_weight * c(t) * (1 - c(m(t)))],
+    w_seen(t) = M_sym(t) * seen_weight * c(t) * c(m(t)),  M_sym = M * flip(M),
     with c the confidence of each texel (`view_confidence`, or visibility_uv itself) and m(t) its mirror texel.
     An unseen texel (c = 0) is pulled towards its mirror as by the uniform term (w_fill = 1) whether or not the
-    mirror is seen; a well-seen texel (c = 1) is not pulled at all when its mirror is unseen (the photo wins),
-    and with ``seen_weight`` when both are seen (0: the photo alone decides seen texels; 1: the uniform term's
-    pull). w_fill + w_seen = M_sym when c = 0 everywhere, or c = 1 everywhere with seen_weight = 1.
+    mirror is seen; a well-seen texel (c = 1) is pulled towards an unseen mirror with ``unseen_mirror_weight``
+    (0: the photo wins), and towards a seen one with ``seen_weight`` (0: the photo alone decides seen texels;
+    1: the uniform term's pull). w_fill + w_seen = M_sym when c = 0 everywhere, or when both weights are 1.
 
     Args:
       confidence_uv: [B, S, S, 1] in [0, 1].
       uv_mask: [B, S, S, 1], [S, S, 1] or [S, S] the chart.
       symmetry_index: None (flip along W) or [S * S] int texel -> mirrored texel, -1 where none (`mirror_uv`).
-      seen_weight: the pull between two seen texels.
+      seen_weight: the pull between two seen texels; unseen_mirror_weight: that of a seen texel to an unseen one.
     Returns:
       (w_fill [B, S, S, 1], w_seen [B, S, S, 1], M_sym [B, S, S, 1]), constants.
     """
@@ -252,7 +253,8 @@ def symmetry_weights(confidence_uv, uv_mask, symmetry_index=None, seen_weight=0.
     mask = _mask_like(uv_mask, confidence)
     mask = mask * mirror_uv(mask, symmetry_index)
     mirrored = mirror_uv(confidence, symmetry_index)
-    return mask * (1.0 - confidence), mask * seen_weight * confidence * mirrored, mask
+    w_fill = (1.0 - confidence) + unseen_mirror_weight * confidence * (1.0 - mirrored)
+    return mask * w_fill, mask * seen_weight * confidence * mirrored, mask
 
 
 def saturating_l1(diff, scale):
@@ -263,7 +265,7 @@ def saturating_l1(diff, scale):
 
 
 def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradient_mirror=True,
-                  confidence_uv=None, seen_weight=0.0, seen_scale=0.0):
+                  confidence_uv=None, seen_weight=0.0, seen_scale=0.0, unseen_mirror_weight=0.0):
     """L_symm = ||M_uv * (A' - flip(A'))|| (paper eq. 4), as a masked mean; optionally confidence-weighted.
 
     Choices (docs/METHOD.md, "Loss terms"; the paper gives neither): the L1 penalty per element (robust to
@@ -286,6 +288,7 @@ def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradi
       confidence_uv: None or [B, S, S, 1] in [0, 1] how well the photo shows each texel.
       seen_weight: `symmetry_weights`' pull between two seen texels (only with confidence_uv).
       seen_scale: 0 (the seen pairs' penalty is ``norm``'s) or the scale s of `saturating_l1`.
+      unseen_mirror_weight: `symmetry_weights`' pull of a seen texel towards an unseen mirror.
     Returns:
       scalar mean over M_sym texels and channels, averaged over the batch.
     """
@@ -299,7 +302,7 @@ def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradi
         mask = _mask_like(uv_mask, albedo_uv)
         return masked_mean(penalty, mask * mirror_uv(mask, symmetry_index))
     w_fill, w_seen, mask = symmetry_weights(tf.cast(confidence_uv, albedo_uv.dtype), uv_mask, symmetry_index,
-                                            seen_weight)
+                                            seen_weight, unseen_mirror_weight)
     total = _per_sample_sum(w_fill * penalty)
     if seen_weight:
         if seen_scale > 0:
@@ -580,6 +583,7 @@ class LossOptions:
     symmetry_weighting: str = "uniform"
     symmetry_seen_weight: float = 0.0
     symmetry_seen_scale: float = 0.0   # > 0: the seen pairs' penalty is `saturating_l1` with this scale
+    symmetry_unseen_mirror_weight: float = 0.0   # the pull of a seen texel towards an unseen mirror
     smoothness_variant: str = "paper"
     smoothness_alpha: float = 80.0
     prior_norm: str = "l1"

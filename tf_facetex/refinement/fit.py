@@ -47,10 +47,12 @@ class UVFitConfig:
     symmetry_weighting: str = "uniform"
     symmetry_seen_weight: float = 0.0
     symmetry_seen_scale: float = 0.0    # > 0: seen pairs pull by `losses.saturating_l1` with this scale
+    symmetry_unseen_mirror_weight: float = 0.0   # the pull of a seen texel towards an unseen mirror
 
     def symmetry(self):
         """The symmetry term's form as `uv_solver.symmetry_form`."""
-        return uv_solver.symmetry_form(self.symmetry_weighting, self.symmetry_seen_weight, self.symmetry_seen_scale)
+        return uv_solver.symmetry_form(self.symmetry_weighting, self.symmetry_seen_weight, self.symmetry_seen_scale,
+                                       self.symmetry_unseen_mirror_weight)
 
 
 class UVFitRefiner:
@@ -179,4 +181,5 @@ class FitRefiner(Refiner):
                 "unseen_light": self.unseen_light, "solver": self.config.solver,
                 "symmetry_weighting": self.config.symmetry_weighting,
                 "symmetry_seen_weight": self.config.symmetry_seen_weight,
-                "symmetry_seen_scale": self.config.symmetry_seen_scale}
+                "symmetry_seen_scale": self.config.symmetry_seen_scale,
+                "symmetry_unseen_mirror_weight": self.config.symmetry_unseen_mirror_weight}

@@ -59,23 +59,25 @@ def upsampled_light(gamma, residual, size):
     return gamma[:, None, None, :] + tf.einsum("xj,byjc->byxc", upsampling, rows)
 
 
-# The symmetry term's form as (weighting, seen_weight, seen_scale) (`losses.LossOptions`' symmetry_* fields): a
-# tuple of Python values, so that the compiled loop traces once per form.
-UNIFORM_SYMMETRY = ("uniform", 0.0, 0.0)
+# The symmetry term's form as (weighting, seen_weight, seen_scale, unseen_mirror_weight) (`losses.LossOptions`'
+# symmetry_* fields): a tuple of Python values, so that the compiled loop traces once per form.
+UNIFORM_SYMMETRY = ("uniform", 0.0, 0.0, 0.0)
 
 
-def symmetry_form(weighting="uniform", seen_weight=0.0, seen_scale=0.0):
-    """(weighting, seen_weight, seen_scale) as the hashable tuple the solver takes (validated)."""
-    form = (str(weighting), float(seen_weight), float(seen_scale))
+def symmetry_form(weighting="uniform", seen_weight=0.0, seen_scale=0.0, unseen_mirror_weight=0.0):
+    """(weighting, seen_weight, seen_scale, unseen_mirror_weight) as the hashable tuple the solver takes
+    (validated)."""
+    form = (str(weighting), float(seen_weight), float(seen_scale), float(unseen_mirror_weight))
     loss_options(form)
     return form
 
 
 def loss_options(symmetry=UNIFORM_SYMMETRY):
     """The `losses.LossOptions` of the fit: the paper's forms, with the symmetry term's (`symmetry_form`)."""
-    weighting, seen_weight, seen_scale = symmetry
+    weighting, seen_weight, seen_scale, unseen_mirror_weight = symmetry
     return L.LossOptions(symmetry_weighting=weighting, symmetry_seen_weight=float(seen_weight),
-                         symmetry_seen_scale=float(seen_scale))
+                         symmetry_seen_scale=float(seen_scale),
+                         symmetry_unseen_mirror_weight=float(unseen_mirror_weight))
 
 
 def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index, symmetry=UNIFORM_SYMMETRY):
@@ -182,7 +184,8 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
       light_resolution: r, the residual light grid.
       use_unwrapped_init: start from the unwrapped texture (`initial_albedo`).
       jit_compile: run the loop under XLA (False: the same loop as a plain graph).
-      symmetry: the symmetry term's form, (weighting, seen_weight, seen_scale) (`symmetry_form`; weighting
+      symmetry: the symmetry term's form, (weighting, seen_weight, seen_scale, unseen_mirror_weight)
+        (`symmetry_form`; weighting
         'uniform', 'visibility' or 'confidence').
     Returns:
       dict: albedo_uv [B, S, S, 3] and light_uv [B, S, S, 27] (both x uv_mask), loss_first / loss_last (the
