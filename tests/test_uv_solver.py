@@ -57,7 +57,8 @@ def test_adam_update_matches_keras_adam():
 @pytest.mark.parametrize("weighting", ["uniform", "visibility", "confidence"])
 def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
     renderer, _, sample = prior_out
-    config = UVFitConfig(symmetry_weighting=weighting, symmetry_seen_weight=0.25)
+    config = UVFitConfig(symmetry_weighting=weighting, symmetry_seen_weight=0.25, symmetry_seen_scale=0.0,
+                         symmetry_unseen_mirror_weight=0.0)
     refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
     albedo = uv_solver.initial_albedo(sample) * 0.9 + 0.05
     light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01

@@ -44,10 +44,13 @@ class UVFitConfig:
     # The symmetry term's form (`losses.LossOptions`, `losses.symmetry_weights`): 'uniform' pulls every chart
     # texel to its mirror (the paper); 'visibility' / 'confidence' let the mirror fill only the texels the photo
     # did not show (or showed at a grazing angle); symmetry_seen_weight: the pull between two seen texels.
-    symmetry_weighting: str = "uniform"
-    symmetry_seen_weight: float = 0.0
-    symmetry_seen_scale: float = 0.0    # > 0: seen pairs pull by `losses.saturating_l1` with this scale
-    symmetry_unseen_mirror_weight: float = 0.0   # the pull of a seen texel towards an unseen mirror
+    # Default measured in docs/results/issue17_symmetry.md (16+16 synthetic faces): 'visibility', seen pairs by a
+    # saturating L1 of scale 0.02, seen -> unseen mirror pull 1: the ghost's excess error with a leaking mask
+    # 0.0438 -> 0.0166, albedo si-RMSE on unoccluded faces 0.0265 as the uniform term's.
+    symmetry_weighting: str = "visibility"
+    symmetry_seen_weight: float = 1.0
+    symmetry_seen_scale: float = 0.02   # > 0: seen pairs pull by `losses.saturating_l1` with this scale
+    symmetry_unseen_mirror_weight: float = 1.0   # the pull of a seen texel towards an unseen mirror
 
     def symmetry(self):
         """The symmetry term's form as `uv_solver.symmetry_form`."""
