@@ -84,7 +84,7 @@ def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):
     sample = half(sample, 0)
     previous = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, UVFitConfig(steps=10))(sample)
     ours = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
-                                 jit_compile=False)
+                                 jit_compile=False, symmetry=UVFitConfig().symmetry())
     np.testing.assert_allclose(float(ours["loss_first"]), previous["loss"][0], rtol=1e-5)
     np.testing.assert_allclose(float(ours["loss_last"]), previous["loss"][-1], rtol=1e-3)
     np.testing.assert_allclose(ours["albedo_uv"].numpy(), previous["albedo_uv"].numpy(), atol=2e-3)
