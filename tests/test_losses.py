@@ -483,3 +483,154 @@ def test_total_generator_loss_gradient_flows():
     with tf.GradientTape() as tape:
         total, _ = losses.total_generator_loss({"image": x * x, "smoothness": 3.0 * x}, "paper")
     assert tape.gradient(total, x).numpy() == pytest.approx(5.0 * 4.0 + 5.0 * 3.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# confidence-weighted symmetry (the mirror fills what the photo did not show)
+# --------------------------------------------------------------------------------------------------------------
+
+def _brute_weighted_symmetry(albedo, mask, confidence, mirror_of, seen_weight, norm, unseen_mirror_weight=0.0,
+                             seen_scale=0.0):
+    """Loops over samples and texels: sum_t w(t) pen(A_t - A_m(t)) / (C * sum_t M_sym(t)), mean over the batch."""
+    batch, h, w, c = albedo.shape
+    losses_per_sample = []
+    for b in range(batch):
+        total, area = 0.0, 0.0
+        for i in range(h):
+            for j in range(w):
+                mirror = mirror_of(i, j)
+                if mirror is None:
+                    continue
+                mi, mj = mirror
+                m_sym = mask[i, j, 0] * mask[mi, mj, 0]
+                conf, conf_m = confidence[b, i, j, 0], confidence[b, mi, mj, 0]
+                fill = m_sym * ((1.0 - conf) + unseen_mirror_weight * conf * (1.0 - conf_m))
+                seen = m_sym * seen_weight * conf * conf_m
+                diff = albedo[b, i, j] - albedo[b, mi, mj]
+                penalty = np.abs(diff).sum() if norm == "l1" else np.square(diff).sum()
+                seen_penalty = (seen_scale * np.abs(diff) / (seen_scale + np.abs(diff))).sum() if seen_scale else penalty
+                total += fill * penalty + seen * seen_penalty
+                area += m_sym
+        losses_per_sample.append(total / (c * area) if area else 0.0)
+    return float(np.mean(losses_per_sample))
+
+
+@pytest.mark.parametrize("norm,seen_weight,seen_scale,unseen_mirror_weight",
+                         [("l1", 0.0, 0.0, 0.0), ("l1", 0.3, 0.0, 0.0), ("l2", 0.0, 0.0, 0.0), ("l1", 1.0, 0.05, 1.0),
+                          ("l2", 0.5, 0.1, 0.4)])
+def test_weighted_symmetry_matches_brute_force_flip(rng, norm, seen_weight, seen_scale, unseen_mirror_weight):
+    albedo = rng.random((2, 4, 6, 3))
+    mask = (rng.random((4, 6, 1)) > 0.2).astype(np.float64)
+    confidence = rng.random((2, 4, 6, 1))
+    confidence[0, 1, :3] = 0.0
+    confidence[1, 2, 3:] = 1.0
+    got = losses.symmetry_loss(tf.constant(albedo), mask, norm=norm, confidence_uv=confidence,
+                               seen_weight=seen_weight, seen_scale=seen_scale,
+                               unseen_mirror_weight=unseen_mirror_weight).numpy()
+    expected = _brute_weighted_symmetry(albedo, mask, confidence, lambda i, j: (i, 5 - j), seen_weight, norm,
+                                        unseen_mirror_weight, seen_scale)
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_weighted_symmetry_matches_brute_force_index(rng):
+    s = 5
+    albedo = rng.random((1, s, s, 3))
+    mask = np.ones((s, s, 1))
+    confidence = (rng.random((1, s, s, 1)) > 0.5).astype(np.float64)
+    # An arbitrary mirror map (a permutation, row 0 without mirror).
+    permutation = rng.permutation(s * s)
+    index = permutation.copy()
+    index[:s] = -1
+
+    def mirror_of(i, j):
+        k = index[i * s + j]
+        return None if k < 0 else divmod(int(k), s)
+
+    got = losses.symmetry_loss(tf.constant(albedo), mask, index, confidence_uv=confidence, seen_weight=0.5).numpy()
+    # Texels without a mirror drop out of both the sum and the area (mirror_uv gives M = 0 there).
+    assert got == pytest.approx(_brute_weighted_symmetry(albedo, mask, confidence, mirror_of, 0.5, "l1"), rel=1e-9)
+
+
+def test_weighted_symmetry_reduces_to_the_uniform_term(rng):
+    albedo = rng.random((2, 5, 6, 3)).astype(np.float32)
+    mask = (rng.random((5, 6, 1)) > 0.3).astype(np.float32)
+    uniform = losses.symmetry_loss(albedo, mask).numpy()
+    # Nothing seen: every texel is filled from its mirror, exactly today's term.
+    unseen = losses.symmetry_loss(albedo, mask, confidence_uv=np.zeros((2, 5, 6, 1)), seen_weight=0.0).numpy()
+    # Everything seen with the full pull between seen texels: today's term too.
+    seen = losses.symmetry_loss(albedo, mask, confidence_uv=np.ones((2, 5, 6, 1)), seen_weight=1.0).numpy()
+    assert unseen == pytest.approx(uniform, rel=1e-6)
+    assert seen == pytest.approx(uniform, rel=1e-6)
+    # Any confidence, both pulls of seen texels at 1: the weights sum to M_sym, today's term again.
+    anything = losses.symmetry_loss(albedo, mask, confidence_uv=rng.random((2, 5, 6, 1)), seen_weight=1.0,
+                                    unseen_mirror_weight=1.0).numpy()
+    assert anything == pytest.approx(uniform, rel=1e-6)
+    # Everything seen, no pull between seen texels: no symmetry at all.
+    assert losses.symmetry_loss(albedo, mask, confidence_uv=np.ones((2, 5, 6, 1))).numpy() == 0.0
+
+
+def test_weighted_symmetry_gradient_seen_texel_keeps_its_colour_unseen_texel_is_filled():
+    # One row of 4 texels: texel 0 seen (a strand the photo shows), its mirror texel 3 unseen; texels 1 and 2
+    # both seen (seen_weight 0: neither pulled).
+    row = np.array([0.9, 0.2, 0.6, 0.3])
+    albedo = tf.Variable(np.tile(row[None, None, :, None], (1, 1, 1, 3)))
+    confidence = np.array([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 4, 1)
+    mask = np.ones((1, 1, 4, 1))
+    with tf.GradientTape() as tape:
+        loss = losses.symmetry_loss(albedo, mask, confidence_uv=confidence)
+    grad = tape.gradient(loss, albedo).numpy()[0, 0, :, 0]
+    assert grad[0] == 0.0 and grad[1] == 0.0 and grad[2] == 0.0       # the photo wins on seen texels
+    assert grad[3] == pytest.approx(-1.0 / 12.0)                     # the unseen texel is pulled up towards 0.9
+    # The uniform term pulls the seen texel towards its unseen mirror (the ghost).
+    with tf.GradientTape() as tape:
+        uniform = losses.symmetry_loss(albedo, mask)
+    assert tape.gradient(uniform, albedo).numpy()[0, 0, 0, 0] == pytest.approx(1.0 / 12.0)
+    # Descent on the weighted term fills the unseen texel with its seen mirror and leaves the rest alone.
+    for _ in range(400):
+        with tf.GradientTape() as tape:
+            loss = losses.symmetry_loss(albedo, mask, confidence_uv=confidence, norm="l2")
+        albedo.assign_sub(2.0 * tape.gradient(loss, albedo))
+    np.testing.assert_allclose(albedo.numpy()[0, 0, :, 0], [0.9, 0.2, 0.6, 0.9], atol=1e-4)
+
+
+def test_weighted_symmetry_soft_confidence_scales_the_pull():
+    row = np.array([0.9, 0.1])
+    albedo = tf.Variable(np.tile(row[None, None, :, None], (1, 1, 1, 3)))
+    grads = []
+    for conf in (0.0, 0.5, 1.0):
+        confidence = np.array([1.0, conf]).reshape(1, 1, 2, 1)
+        with tf.GradientTape() as tape:
+            loss = losses.symmetry_loss(albedo, np.ones((1, 1, 2, 1)), confidence_uv=confidence)
+        grads.append(tape.gradient(loss, albedo).numpy()[0, 0, 1, 0])
+    # d/dA_1 of (1 - c_1) |A_1 - A_0| / (2 texels * 3 channels): -(1 - c_1) / 6.
+    np.testing.assert_allclose(grads, [-1.0 / 6.0, -0.5 / 6.0, 0.0], atol=1e-12)
+
+
+def test_view_confidence_hand_computed():
+    n_z = np.array([1.0, 0.35, 0.225, 0.1, -0.5])
+    normals = np.stack([np.sqrt(1 - n_z ** 2), np.zeros(5), n_z], -1).reshape(1, 1, 5, 3)
+    visibility = np.array([1.0, 1.0, 1.0, 1.0, 1.0]).reshape(1, 1, 5, 1)
+    got = losses.view_confidence(visibility, normals).numpy().reshape(-1)
+    np.testing.assert_allclose(got, [1.0, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+    assert losses.view_confidence(np.zeros((1, 1, 5, 1)), normals).numpy().max() == 0.0
+
+
+def test_loss_options_reject_an_unknown_symmetry_weighting():
+    with pytest.raises(ValueError, match="symmetry_weighting"):
+        losses.LossOptions(symmetry_weighting="mirror")
+    assert losses.LossOptions.preset("paper").symmetry_weighting == "uniform"     # the trainer's default
+    assert losses.LossOptions.preset("authors").symmetry_weighting == "uniform"
+
+
+def test_saturating_seen_pull_fades_for_large_differences():
+    # Two seen texels: a strand (0.9) against skin (0.3) barely pulls with the saturating penalty, a small
+    # shading difference (0.32 vs 0.3) pulls as L1 does.
+    scale = 0.05
+    for a, b, slope in ((0.9, 0.3, scale ** 2 / (scale + 0.6) ** 2), (0.32, 0.3, scale ** 2 / (scale + 0.02) ** 2)):
+        albedo = tf.Variable(np.tile(np.array([a, b])[None, None, :, None], (1, 1, 1, 3)))
+        with tf.GradientTape() as tape:
+            loss = losses.symmetry_loss(albedo, np.ones((1, 1, 2, 1)), confidence_uv=np.ones((1, 1, 2, 1)),
+                                        seen_weight=1.0, seen_scale=scale)
+        grad = tape.gradient(loss, albedo).numpy()[0, 0, 0, 0]
+        assert grad == pytest.approx(slope / 6.0, rel=1e-6)       # / (2 texels * 3 channels)
+    assert scale ** 2 / (scale + 0.6) ** 2 < 0.01

@@ -54,16 +54,29 @@ def test_adam_update_matches_keras_adam():
         np.testing.assert_allclose(value.numpy(), variable.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_fit_terms_equal_the_refiner_terms(prior_out):
+@pytest.mark.parametrize("weighting", ["uniform", "visibility", "confidence"])
+def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
     renderer, _, sample = prior_out
-    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index)
+    config = UVFitConfig(symmetry_weighting=weighting, symmetry_seen_weight=0.25, symmetry_seen_scale=0.0,
+                         symmetry_unseen_mirror_weight=0.0)
+    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
     albedo = uv_solver.initial_albedo(sample) * 0.9 + 0.05
     light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01
     expected = refiner.terms(albedo, light, sample)
-    terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index)
+    terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index,
+                                uv_solver.symmetry_form(weighting, 0.25))
     for name in uv_solver.TERM_NAMES:
         np.testing.assert_allclose(float(terms[name]), float(expected[name]), rtol=1e-6)
     assert float(terms["image"]) > 0.0
+    # The weighted term is the loss function's with the batch's confidence, not the uniform one.
+    confidence = {"uniform": None, "visibility": sample["visibility_uv"],
+                  "confidence": losses.view_confidence(sample["visibility_uv"], sample["normals_uv"])}[weighting]
+    direct = losses.symmetry_loss(albedo, renderer.uv_mask, renderer.uv_symmetry_index, confidence_uv=confidence,
+                                  seen_weight=0.25)
+    np.testing.assert_allclose(float(terms["symmetry"]), float(direct), rtol=1e-6)
+    if weighting != "uniform":
+        uniform = losses.symmetry_loss(albedo, renderer.uv_mask, renderer.uv_symmetry_index)
+        assert abs(float(terms["symmetry"]) - float(uniform)) > 1e-4 * float(uniform)
 
 
 def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):
@@ -71,11 +84,28 @@ def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):
     sample = half(sample, 0)
     previous = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, UVFitConfig(steps=10))(sample)
     ours = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
-                                 jit_compile=False)
+                                 jit_compile=False, symmetry=UVFitConfig().symmetry())
     np.testing.assert_allclose(float(ours["loss_first"]), previous["loss"][0], rtol=1e-5)
     np.testing.assert_allclose(float(ours["loss_last"]), previous["loss"][-1], rtol=1e-3)
     np.testing.assert_allclose(ours["albedo_uv"].numpy(), previous["albedo_uv"].numpy(), atol=2e-3)
     np.testing.assert_allclose(ours["light_uv"].numpy(), previous["light_uv"].numpy(), atol=2e-4)
+
+
+def test_weighted_symmetry_reaches_both_solvers(prior_out):
+    renderer, _, sample = prior_out
+    sample = half(sample, 0)
+    config = UVFitConfig(steps=10, solver="adam", symmetry_weighting="visibility", symmetry_seen_weight=1.0,
+                         symmetry_seen_scale=0.05)
+    previous = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)(sample)
+    ours = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
+                                 jit_compile=False, symmetry=config.symmetry())
+    np.testing.assert_allclose(float(ours["loss_first"]), previous["loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(ours["albedo_uv"].numpy(), previous["albedo_uv"].numpy(), atol=2e-3)
+    uniform = uv_solver.fit_uv_maps(sample, renderer.uv_mask, renderer.uv_symmetry_index, WEIGHTS, steps=10,
+                                    jit_compile=False)
+    assert float(ours["terms"]["symmetry"]) != pytest.approx(float(uniform["terms"]["symmetry"]), rel=1e-3)
+    with pytest.raises(ValueError, match="symmetry_weighting"):
+        uv_solver.symmetry_form("mirror")
 
 
 def test_compiled_solver_traces_once_and_recovers_the_albedo(prior_out):

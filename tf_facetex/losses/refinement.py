@@ -207,13 +207,77 @@ def mirror_uv(maps_uv, symmetry_index=None):
     return tf.reshape(mirrored, shape)
 
 
-def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradient_mirror=True):
-    """L_symm = ||M_uv * (A' - flip(A'))|| (paper eq. 4), as a masked mean.
+SYMMETRY_WEIGHTINGS = ("uniform", "visibility", "confidence")
+VIEW_GRAZING_COS = 0.1   # cos of the view angle at which a seen texel's confidence reaches 0 (~84 degrees)
+VIEW_FULL_COS = 0.35     # ... and 1 (~70 degrees): nearer the silhouette the photo shows a texel smeared
+
+
+def view_confidence(visibility_uv, normals_uv, grazing_cos=VIEW_GRAZING_COS, full_cos=VIEW_FULL_COS):
+    """How well the photo shows each texel: c = M_uv * clip((n_z - grazing_cos) / (full_cos - grazing_cos), 0, 1).
+
+    The camera looks down -z from far away (docs/METHOD.md, "Conventions"), so the cosine of a texel's view angle
+    is about n_z of its camera-frame normal; texels seen at a grazing angle are foreshortened (one pixel covers
+    many texels) and carry the silhouette's mix of face and background.
+
+    Args:
+      visibility_uv: [B, S, S, 1] in {0, 1} (or soft) M_uv.
+      normals_uv: [B, S, S, 3] unit camera-frame normals.
+    Returns:
+      [B, S, S, 1] in [0, 1], constant (no gradient).
+    """
+    visibility_uv = tf.stop_gradient(_float(visibility_uv))
+    n_z = tf.cast(tf.stop_gradient(normals_uv), visibility_uv.dtype)[..., 2:3]
+    return visibility_uv * tf.clip_by_value((n_z - grazing_cos) / (full_cos - grazing_cos), 0.0, 1.0)
+
+
+def symmetry_weights(confidence_uv, uv_mask, symmetry_index=None, seen_weight=0.0, unseen_mirror_weight=0.0):
+    """Per-texel weights of the confidence-weighted symmetry term: the mirror fills what the photo did not show.
+
+    w_fill(t) = M_sym(t) * [(1 - c(t)) + unseen_mirror_weight * c(t) * (1 - c(m(t)))],
+    w_seen(t) = M_sym(t) * seen_weight * c(t) * c(m(t)),  M_sym = M * flip(M),
+    with c the confidence of each texel (`view_confidence`, or visibility_uv itself) and m(t) its mirror texel.
+    An unseen texel (c = 0) is pulled towards its mirror as by the uniform term (w_fill = 1) whether or not the
+    mirror is seen; a well-seen texel (c = 1) is pulled towards an unseen mirror with ``unseen_mirror_weight``
+    (0: the photo wins), and towards a seen one with ``seen_weight`` (0: the photo alone decides seen texels;
+    1: the uniform term's pull). w_fill + w_seen = M_sym when c = 0 everywhere, or when both weights are 1.
+
+    Args:
+      confidence_uv: [B, S, S, 1] in [0, 1].
+      uv_mask: [B, S, S, 1], [S, S, 1] or [S, S] the chart.
+      symmetry_index: None (flip along W) or [S * S] int texel -> mirrored texel, -1 where none (`mirror_uv`).
+      seen_weight: the pull between two seen texels; unseen_mirror_weight: that of a seen texel to an unseen one.
+    Returns:
+      (w_fill [B, S, S, 1], w_seen [B, S, S, 1], M_sym [B, S, S, 1]), constants.
+    """
+    confidence = tf.stop_gradient(_float(confidence_uv))
+    mask = _mask_like(uv_mask, confidence)
+    mask = mask * mirror_uv(mask, symmetry_index)
+    mirrored = mirror_uv(confidence, symmetry_index)
+    w_fill = (1.0 - confidence) + unseen_mirror_weight * confidence * (1.0 - mirrored)
+    return mask * w_fill, mask * seen_weight * confidence * mirrored, mask
+
+
+def saturating_l1(diff, scale):
+    """s |d| / (s + |d|) per element: L1 for |d| << s (slope 1 at 0), bounded by s, so a large difference (an
+    occluder against skin) pulls little (slope s^2 / (s + |d|)^2). [..., C] -> [..., C]."""
+    magnitude = tf.abs(diff)
+    return scale * magnitude / (scale + magnitude)
+
+
+def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradient_mirror=True,
+                  confidence_uv=None, seen_weight=0.0, seen_scale=0.0, unseen_mirror_weight=0.0):
+    """L_symm = ||M_uv * (A' - flip(A'))|| (paper eq. 4), as a masked mean; optionally confidence-weighted.
 
     Choices (docs/METHOD.md, "Loss terms"; the paper gives neither): the L1 penalty per element (robust to
     genuinely asymmetric details; the paper's eq. 4 is squared, norm='l2'), the mirrored copy detached as in the
     authors' MapSymmetryLoss (each texel is pulled towards its mirror, not both towards the middle; the loss value
     is the same), and the mask M_sym = M * flip(M), so texels whose mirror is off the chart do not count.
+
+    With ``confidence_uv`` (None: the uniform term above), the penalty is weighted per texel by `symmetry_weights`
+    (unseen texels are filled from their mirror, seen ones keep what the photo shows): sum_t [w_fill(t) pen(d_t)
+    + w_seen(t) pen_seen(d_t)] / (C * sum_t M_sym(t)), d_t = A'(t) - sg(A'(m(t))); dividing by the M_sym area
+    keeps an unseen texel's pull exactly the uniform term's. pen_seen is ``norm``'s penalty, or with
+    ``seen_scale`` > 0 `saturating_l1` (two seen texels that differ a lot, a strand against skin, barely pull).
 
     Args:
       albedo_uv: [B, S, S, 3] detailed albedo A'.
@@ -221,16 +285,34 @@ def symmetry_loss(albedo_uv, uv_mask, symmetry_index=None, norm="l1", stop_gradi
       symmetry_index: None (flip along W) or [S * S] int texel -> mirrored texel, -1 where none (`mirror_uv`).
       norm: 'l1' (default), 'l2' (paper's square) or 'l2_norm' (authors' per-texel norm).
       stop_gradient_mirror: detach the mirrored copy (authors).
+      confidence_uv: None or [B, S, S, 1] in [0, 1] how well the photo shows each texel.
+      seen_weight: `symmetry_weights`' pull between two seen texels (only with confidence_uv).
+      seen_scale: 0 (the seen pairs' penalty is ``norm``'s) or the scale s of `saturating_l1`.
+      unseen_mirror_weight: `symmetry_weights`' pull of a seen texel towards an unseen mirror.
     Returns:
       scalar mean over M_sym texels and channels, averaged over the batch.
     """
     albedo_uv = _float(albedo_uv)
-    mask = _mask_like(uv_mask, albedo_uv)
-    mask = mask * mirror_uv(mask, symmetry_index)
     mirrored = mirror_uv(albedo_uv, symmetry_index)
     if stop_gradient_mirror:
         mirrored = tf.stop_gradient(mirrored)
-    return masked_mean(_penalty(albedo_uv - mirrored, norm), mask)
+    diff = albedo_uv - mirrored
+    penalty = _penalty(diff, norm)
+    if confidence_uv is None:
+        mask = _mask_like(uv_mask, albedo_uv)
+        return masked_mean(penalty, mask * mirror_uv(mask, symmetry_index))
+    w_fill, w_seen, mask = symmetry_weights(tf.cast(confidence_uv, albedo_uv.dtype), uv_mask, symmetry_index,
+                                            seen_weight, unseen_mirror_weight)
+    total = _per_sample_sum(w_fill * penalty)
+    if seen_weight:
+        if seen_scale > 0:
+            # Per element like 'l1'; a per-texel-norm penalty ([..., 1]) counts once per channel here.
+            seen_penalty = saturating_l1(diff, seen_scale) * tf.cast(_channels(penalty), diff.dtype) / tf.cast(
+                _channels(diff), diff.dtype)
+        else:
+            seen_penalty = penalty
+        total += _per_sample_sum(w_seen * seen_penalty)
+    return _normalise(total, mask, _channels(penalty))
 
 
 def smoothness_weights(prior_uv, alpha=80.0):
@@ -495,12 +577,24 @@ class LossOptions:
     illumination_norm: str = "mse"
     illumination_rgb_consistency: float = 0.0
     symmetry_norm: str = "l1"
+    # 'uniform': every chart texel pulled to its mirror (the paper); 'visibility' / 'confidence': weighted by
+    # `symmetry_weights` with c = visibility_uv / `view_confidence` (the mirror fills only what the photo did
+    # not show); symmetry_seen_weight: the pull between two seen texels in the weighted forms.
+    symmetry_weighting: str = "uniform"
+    symmetry_seen_weight: float = 0.0
+    symmetry_seen_scale: float = 0.0   # > 0: the seen pairs' penalty is `saturating_l1` with this scale
+    symmetry_unseen_mirror_weight: float = 0.0   # the pull of a seen texel towards an unseen mirror
     smoothness_variant: str = "paper"
     smoothness_alpha: float = 80.0
     prior_norm: str = "l1"
     image_form: str = "mse"
     image_gradient_norm: str = "l2"
     gan_kind: str = "lsgan"
+
+    def __post_init__(self):
+        if self.symmetry_weighting not in SYMMETRY_WEIGHTINGS:
+            raise ValueError(f"symmetry_weighting must be one of {SYMMETRY_WEIGHTINGS}, "
+                             f"got {self.symmetry_weighting!r}")
 
     @classmethod
     def preset(cls, name="paper"):

@@ -41,6 +41,21 @@ class UVFitConfig:
     # module's per-step loop (the previous algorithm, kept for the comparison).
     solver: str = "xla"
     decay: float = 1.0                  # 'xla' only: final learning rate / initial learning rate
+    # The symmetry term's form (`losses.LossOptions`, `losses.symmetry_weights`): 'uniform' pulls every chart
+    # texel to its mirror (the paper); 'visibility' / 'confidence' let the mirror fill only the texels the photo
+    # did not show (or showed at a grazing angle); symmetry_seen_weight: the pull between two seen texels.
+    # Default measured in docs/results/issue17_symmetry.md (16+16 synthetic faces): 'visibility', seen pairs by a
+    # saturating L1 of scale 0.02, seen -> unseen mirror pull 1: the ghost's excess error with a leaking mask
+    # 0.0438 -> 0.0166, albedo si-RMSE on unoccluded faces 0.0265 as the uniform term's.
+    symmetry_weighting: str = "visibility"
+    symmetry_seen_weight: float = 1.0
+    symmetry_seen_scale: float = 0.02   # > 0: seen pairs pull by `losses.saturating_l1` with this scale
+    symmetry_unseen_mirror_weight: float = 1.0   # the pull of a seen texel towards an unseen mirror
+
+    def symmetry(self):
+        """The symmetry term's form as `uv_solver.symmetry_form`."""
+        return uv_solver.symmetry_form(self.symmetry_weighting, self.symmetry_seen_weight, self.symmetry_seen_scale,
+                                       self.symmetry_unseen_mirror_weight)
 
 
 class UVFitRefiner:
@@ -58,7 +73,8 @@ class UVFitRefiner:
         """The unweighted loss terms for maps and one batch of prior outputs (dict of scalars)."""
         rendered = render_lit(sample, albedo_uv, light_uv)
         return uv_terms(albedo_uv, light_uv, rendered, sample, self.uv_mask,
-                        sample["visibility_uv"] * self.uv_mask, self.symmetry_index)
+                        sample["visibility_uv"] * self.uv_mask, self.symmetry_index,
+                        uv_solver.loss_options(self.config.symmetry()))
 
     def __call__(self, sample, start=None):
         """sample: dict of tensors with the refinement-sample keys (batch); start: None or {'albedo_uv',
@@ -69,7 +85,7 @@ class UVFitRefiner:
             out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
                                         uv_solver.term_weights(self.weights), c.steps,
                                         c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init,
-                                        start=start)
+                                        symmetry=c.symmetry(), start=start)
             return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
                     # the objective before the first and the last step (not every step's)
                     "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
@@ -176,4 +192,8 @@ class FitRefiner(Refiner):
     def describe(self):
         return {"name": self.name, "steps": self.config.steps, "learning_rate": self.config.learning_rate,
                 "light_resolution": self.config.light_resolution, "weights": self.config.weights,
-                "unseen_light": self.unseen_light, "solver": self.config.solver}
+                "unseen_light": self.unseen_light, "solver": self.config.solver,
+                "symmetry_weighting": self.config.symmetry_weighting,
+                "symmetry_seen_weight": self.config.symmetry_seen_weight,
+                "symmetry_seen_scale": self.config.symmetry_seen_scale,
+                "symmetry_unseen_mirror_weight": self.config.symmetry_unseen_mirror_weight}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tf_facetex import sh
 from tf_facetex.losses import (LossOptions, edge_aware_smoothness, illumination_regularization, image_gradient_loss,
-                               image_loss, prior_l1_loss, symmetry_loss)
+                               image_loss, prior_l1_loss, symmetry_loss, view_confidence)
 from tf_facetex.rendering import uv as uv_lib
 
 
@@ -37,7 +37,15 @@ def render_lit(batch, albedo_uv, light):
 UV_TERM_NAMES = ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")   # `uv_terms`' keys
 
 
-UV_TERM_NAMES = ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")   # `uv_terms`' keys
+def symmetry_confidence(batch, options: LossOptions = LossOptions()):
+    """The per-texel confidence the symmetry term weights by (`losses.symmetry_weights`), from a batch:
+    None for 'uniform', visibility_uv [B, S, S, 1] for 'visibility', `losses.view_confidence` of visibility_uv
+    and normals_uv for 'confidence'."""
+    if options.symmetry_weighting == "uniform":
+        return None
+    if options.symmetry_weighting == "visibility":
+        return batch["visibility_uv"]
+    return view_confidence(batch["visibility_uv"], batch["normals_uv"])
 
 
 def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, symmetry_index=None,
@@ -46,7 +54,8 @@ def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, s
 
     Args:
       albedo_uv [B, S, S, 3] A'; light_uv [B, S, S, 27] L'; rendered [B, H, W, 3] R(A', L');
-      batch: refinement samples (image, face_mask, gamma, prior_albedo_uv); uv_mask [S, S, 1] the chart;
+      batch: refinement samples (image, face_mask, gamma, prior_albedo_uv; visibility_uv and normals_uv for a
+        weighted symmetry term); uv_mask [S, S, 1] the chart;
       illumination_mask: the M_uv of the light regulariser ([S, S, 1] or [B, S, S, 1]);
       symmetry_index [S * S] or None; options: which form each term takes (`LossOptions`).
     Returns:
@@ -57,7 +66,11 @@ def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, s
         "illumination": illumination_regularization(light_uv, batch["gamma"], illumination_mask,
                                                     norm=options.illumination_norm,
                                                     rgb_consistency=options.illumination_rgb_consistency),
-        "symmetry": symmetry_loss(albedo_uv, uv_mask, symmetry_index, norm=options.symmetry_norm),
+        "symmetry": symmetry_loss(albedo_uv, uv_mask, symmetry_index, norm=options.symmetry_norm,
+                                  confidence_uv=symmetry_confidence(batch, options),
+                                  seen_weight=options.symmetry_seen_weight,
+                                  seen_scale=options.symmetry_seen_scale,
+                                  unseen_mirror_weight=options.symmetry_unseen_mirror_weight),
         "smoothness": edge_aware_smoothness(albedo_uv, prior, uv_mask, alpha=options.smoothness_alpha,
                                             variant=options.smoothness_variant),
         "prior_l1": prior_l1_loss(albedo_uv, prior, uv_mask, norm=options.prior_norm),

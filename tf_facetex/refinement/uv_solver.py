@@ -62,17 +62,39 @@ def upsampled_light(base_light, residual, size):
     return base_light + tf.einsum("xj,byjc->byxc", upsampling, rows)
 
 
-def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index):
+# The symmetry term's form as (weighting, seen_weight, seen_scale, unseen_mirror_weight) (`losses.LossOptions`'
+# symmetry_* fields): a tuple of Python values, so that the compiled loop traces once per form.
+UNIFORM_SYMMETRY = ("uniform", 0.0, 0.0, 0.0)
+
+
+def symmetry_form(weighting="uniform", seen_weight=0.0, seen_scale=0.0, unseen_mirror_weight=0.0):
+    """(weighting, seen_weight, seen_scale, unseen_mirror_weight) as the hashable tuple the solver takes
+    (validated)."""
+    form = (str(weighting), float(seen_weight), float(seen_scale), float(unseen_mirror_weight))
+    loss_options(form)
+    return form
+
+
+def loss_options(symmetry=UNIFORM_SYMMETRY):
+    """The `losses.LossOptions` of the fit: the paper's forms, with the symmetry term's (`symmetry_form`)."""
+    weighting, seen_weight, seen_scale, unseen_mirror_weight = symmetry
+    return L.LossOptions(symmetry_weighting=weighting, symmetry_seen_weight=float(seen_weight),
+                         symmetry_seen_scale=float(seen_scale),
+                         symmetry_unseen_mirror_weight=float(unseen_mirror_weight))
+
+
+def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index, symmetry=UNIFORM_SYMMETRY):
     """The unweighted terms of the UV-fit objective (dict of scalars; `TERM_NAMES`): the shared
     `refinement.objective.uv_terms` of R(A', L'), exactly what `refinement.fit.UVFitRefiner.terms` computes.
 
     Args:
       albedo_uv: [B, S, S, 3]; light_uv: [B, S, S, 27]; sample: dict with `SAMPLE_KEYS`;
-      uv_mask: [S, S, 1]; symmetry_index: [S * S] int32 or None.
+      uv_mask: [S, S, 1]; symmetry_index: [S * S] int32 or None;
+      symmetry: the symmetry term's form (`symmetry_form`).
     """
     rendered = objective.render_lit(sample, albedo_uv, light_uv)
     return objective.uv_terms(albedo_uv, light_uv, rendered, sample, uv_mask, sample["visibility_uv"] * uv_mask,
-                              symmetry_index)
+                              symmetry_index, loss_options(symmetry))
 
 
 def weighted_total(terms, weights):
@@ -102,9 +124,12 @@ def _adam_update(value, gradient, m, v, step, learning_rate):
     return value - rate * m / (tf.sqrt(v) + ADAM_EPSILON), m, v
 
 
-def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps):
+def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps,
+               symmetry=UNIFORM_SYMMETRY):
     """``steps`` (a tensor) Adam steps on (albedo [B, S, S, 3], residual [B, r, r, 27]); the light is
     base_light ([B, 27] or [B, S, S, 27]) + the upsampled residual.
+
+    symmetry (`symmetry_form`) holds Python values: one trace per form.
 
     Returns (albedo, residual, first loss, last loss): the objective before the first and before the last
     step (scalars; the trip count is a tensor, so one compiled program serves every step count)."""
@@ -112,7 +137,7 @@ def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, we
 
     def objective(albedo, residual):
         light = upsampled_light(base_light, residual, size)
-        return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index), weights)
+        return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index, symmetry), weights)
 
     # The terms are batch means: differentiating batch * mean (the per-photo sum) gives every photo the gradient
     # it gets alone, so a batched fit follows the one-at-a-time trajectories (Adam's epsilon included).
@@ -150,7 +175,8 @@ def trace_count() -> int:
 
 
 def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_rate=0.01, decay=1.0,
-                light_resolution=8, use_unwrapped_init=True, jit_compile=True, start=None):
+                light_resolution=8, use_unwrapped_init=True, jit_compile=True, symmetry=UNIFORM_SYMMETRY,
+                start=None):
     """Per-photo fit of A' and L' (see the module docstring).
 
     Args:
@@ -167,6 +193,9 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
         starts from this albedo, and its light is this map + the residual (instead of gamma + the residual);
         ``use_unwrapped_init`` is then ignored. The objective is unchanged (its light term still pulls towards
         the coarse gamma).
+      symmetry: the symmetry term's form, (weighting, seen_weight, seen_scale, unseen_mirror_weight)
+        (`symmetry_form`; weighting
+        'uniform', 'visibility' or 'confidence').
     Returns:
       dict: albedo_uv [B, S, S, 3] and light_uv [B, S, S, 27] (both x uv_mask), loss_first / loss_last (the
       objective before the first and the last step, scalars), terms (the unweighted terms at the result).
@@ -186,8 +215,8 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
     albedo, residual, first, last = loop(albedo, residual, base_light, sample, uv_mask, symmetry_index,
                                          tf.convert_to_tensor(weights, tf.float32),
                                          tf.constant(learning_rate, tf.float32), tf.constant(decay, tf.float32),
-                                         tf.constant(int(steps)))
+                                         tf.constant(int(steps)), symmetry_form(*symmetry))
     light = upsampled_light(base_light, residual, size)
-    terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index)
+    terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index, symmetry)
     return {"albedo_uv": albedo * uv_mask, "light_uv": light * uv_mask, "loss_first": first, "loss_last": last,
             "terms": terms}
