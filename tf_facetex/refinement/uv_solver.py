@@ -205,7 +205,8 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
     if symmetry_index is not None:
         symmetry_index = tf.convert_to_tensor(symmetry_index, tf.int32)
     if start is None:
-        albedo, base_light = initial_albedo(sample, use_unwrapped_init), sample["gamma"]
+        # always rank 4 ([B, 1, 1, 27] broadcasts): the loop's relaxed trace must not see two ranks
+        albedo, base_light = initial_albedo(sample, use_unwrapped_init), sample["gamma"][:, None, None, :]
     else:
         albedo = tf.clip_by_value(tf.convert_to_tensor(start["albedo_uv"], tf.float32), 0.0, 1.0)
         base_light = tf.convert_to_tensor(start["light_uv"], tf.float32)

@@ -1,0 +1,90 @@
+"""Ships a trained refinement network: its generator as saved_models/refinement_net/ (network.json +
+refinement_net.weights.h5) and MODEL_CARD.md (architecture, parameters, data and split, steps, wall time,
+command, held-out figures, sha256).
+
+    python scripts/ship_refinement_net.py --run_dir=outputs/refine_cpu/authors \
+        --samples_json=docs/results/real_recipe_samples.json --eval_json=docs/results/eval_real_net.json
+"""
+from absl import flags
+
+from tf_facetex import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "scripts/train.py run folder (its newest checkpoint is shipped).")
+flags.DEFINE_string("out", "saved_models/refinement_net", "Shipped network folder.")
+flags.DEFINE_string("name", "refinement_net_cpu_real", "Name recorded in network.json and the card.")
+flags.DEFINE_string("samples_json", "docs/results/real_recipe_samples.json", "The recipe's sample summary (data).")
+flags.DEFINE_string("eval_json", "", "scripts/evaluate.py result on the test split (held-out table), optional.")
+flags.DEFINE_string("train_command", "", "The training command(s), for the card (default: from run_config.json).")
+
+
+def _eval_rows(run_dir):
+    import json
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    speeds = [r["steps_per_second"] for r in rows if r.get("kind") == "train" and r.get("steps_per_second")]
+    return evals, speeds
+
+
+def main(argv):
+    del argv
+    import json
+    import pathlib
+
+    from tf_facetex import io_utils
+    from tf_facetex.errors import FaceTexError
+    from tf_facetex.refinement.checkpoint import load_refinement_net, save_shipped_net
+
+    if not FLAGS.run_dir:
+        raise FaceTexError("--run_dir is required")
+    run_dir = pathlib.Path(FLAGS.run_dir)
+    config = json.loads((run_dir / "run_config.json").read_text())
+    net, info = load_refinement_net(run_dir)
+    step = int(info["checkpoint"].rsplit("-", 1)[-1])
+    evals, speeds = _eval_rows(run_dir)
+    final_val = max((r for r in evals if r["step"] <= step), key=lambda r: r["step"], default=None)
+    samples = json.loads(pathlib.Path(FLAGS.samples_json).read_text()) if FLAGS.samples_json else {}
+    record = {"name": FLAGS.name, "net_preset": config.get("net_preset"), "uv_size": info["uv_size"],
+              "face_model": info.get("face_model"), "steps": step, "loss_preset": config.get("loss_preset"),
+              "batch_size": config.get("global_batch_size"), "steps_per_epoch": config.get("steps_per_epoch"),
+              "train_samples": samples.get("train", {}).get("count"), "val_samples": samples.get("val", {}).get("count"),
+              "validation_at_ship": final_val}
+    weights = save_shipped_net(net, FLAGS.out, record)
+    sha = io_utils.file_sha256(weights)
+    size = weights.stat().st_size
+    lines = [f"# Model card: {FLAGS.name} (the shipped refinement network)", "",
+             f"- file: `{FLAGS.out}/refinement_net.weights.h5` ({size / 1e6:.2f} MB, float32 Keras weights) + "
+             f"`network.json` (architecture); sha256 `{sha}`",
+             f"- architecture: RefinementNet preset `{config.get('net_preset')}` (the paper's topology: shared encoder "
+             f"without skips, residual blocks, albedo decoder 3 ch, light decoder 27 ch), UV {info['uv_size']}, "
+             f"{net.count_params():,} parameters; config: `{json.dumps(json.loads((pathlib.Path(FLAGS.out) / 'network.json').read_text())['net_config'])}`",
+             f"- training: `scripts/train.py --flagfile=configs/refine_cpu.cfg` with loss preset "
+             f"`{config.get('loss_preset')}`, batch {config.get('global_batch_size')}, {step} steps "
+             f"({step / max(1, config.get('steps_per_epoch') or 1):.2f} epochs of {config.get('steps_per_epoch')} steps), "
+             f"Adam {config.get('learning_rate')} x{config.get('lr_decay')} per epoch; 2 CPU cores, "
+             f"{min(speeds):.2f}-{max(speeds):.2f} steps/s logged (shared machine)" if speeds else "",
+             f"- command: `{FLAGS.train_command or 'see configs/refine_cpu.cfg'}`",
+             f"- data: refinement samples (the fit prior, UV 128, 224 px crops) of UTKFace + CelebAMask-HQ-mini train "
+             f"images, content-hash 85/15 train/test split (scripts/run_real_recipe.sh): "
+             f"{record['train_samples']} train samples; validation = {record['val_samples']} samples of train shards "
+             f"60-63 (never trained on); test = the test split (never seen).",
+             "", "## Held-out figures", ""]
+    if final_val:
+        lines.append(f"Validation at step {final_val['step']}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in sorted(final_val.items()) if k not in ("step", "kind")))
+    if FLAGS.eval_json:
+        result = json.loads(pathlib.Path(FLAGS.eval_json).read_text())
+        lines += ["", f"Test split ({result['images']} photos; `scripts/evaluate.py`, {FLAGS.eval_json}):", "",
+                  "| variant | OD PSNR | OD SSIM | OC PSNR | ms/image |", "|---|---|---|---|---|"]
+        for name, values in result["variants"].items():
+            timing = (result.get("ms_per_image") or {}).get(name)
+            lines.append(f"| {name} | {values.get('od_psnr', float('nan')):.2f} | {values.get('od_ssim', float('nan')):.3f}"
+                         f" | {values.get('oc_psnr', float('nan')):.2f} | {timing if timing is None else round(timing)} |")
+    lines += ["", "Float16 storage is not used: the float32 file is under the repository's 25 MB limit.", ""]
+    io_utils.write_text(pathlib.Path(FLAGS.out) / "MODEL_CARD.md", "\n".join(line for line in lines if line is not None))
+    print(f"[ship] {weights} ({size / 1e6:.2f} MB, sha256 {sha[:16]}...), step {step}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
