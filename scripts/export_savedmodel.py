@@ -23,8 +23,9 @@ flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/ar
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
 flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50 (Deng et al.), compact, mobilenetv2, "
                     "or tiny (tests only).")
-flags.DEFINE_string("checkpoint", None, "Refinement network: a scripts/train.py run folder, its checkpoints/ folder "
-                    "or a checkpoint prefix. None: random init (warning).")
+flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network folder, a scripts/train.py run folder, "
+                    "its checkpoints/ folder or a checkpoint prefix. None: the shipped saved_models/refinement_net/ "
+                    "(random init with a warning only when it is absent).")
 flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
 flags.DEFINE_bool("strict", False, "Refuse to export random weights (no --regressor_weights or --checkpoint).")
@@ -47,10 +48,11 @@ def main(argv):
     from tf_facetex.export import serving
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
-    from tf_facetex.refinement.checkpoint import load_refinement_net
+    from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
     from tf_facetex.prior.regressor import build_regressor, load_regressor
 
-    untrained = [part for part, given in (("regressor", FLAGS.regressor_weights), ("refinement", FLAGS.checkpoint))
+    checkpoint = FLAGS.checkpoint or shipped_refinement_net_or_none()
+    untrained = [part for part, given in (("regressor", FLAGS.regressor_weights), ("refinement", checkpoint))
                  if not given]
     if untrained and FLAGS.strict:
         raise FaceTexError(f"--strict: no trained weights for {' and '.join(untrained)} (--regressor_weights, "
@@ -62,8 +64,8 @@ def main(argv):
         regressor = build_regressor(model, FLAGS.regressor_backbone)
         warn("no --regressor_weights: the prior regressor is RANDOMLY INITIALISED (its zero head predicts the mean "
              "face, frontal, ambient light, for every image). Use only to test serving plumbing.")
-    if FLAGS.checkpoint:
-        net, info = load_refinement_net(FLAGS.checkpoint)
+    if checkpoint:
+        net, info = load_refinement_net(checkpoint)
         if FLAGS.uv_size and FLAGS.uv_size != info["uv_size"]:
             raise FaceTexError(f"--uv_size {FLAGS.uv_size} but the checkpoint was trained at {info['uv_size']}")
         uv_size = info["uv_size"]
@@ -75,7 +77,7 @@ def main(argv):
              "plumbing.")
     info = {"face_model": {"name": model.name, "source": model.source},
             "regressor": {"backbone": FLAGS.regressor_backbone, "weights": FLAGS.regressor_weights or "RANDOM INIT"},
-            "refinement": {"checkpoint": FLAGS.checkpoint or "RANDOM INIT",
+            "refinement": {"checkpoint": str(checkpoint) if checkpoint else "RANDOM INIT",
                            "config": {k: v for k, v in net.get_config().items()
                                       if k not in ("name", "trainable", "dtype")}},
             "untrained": untrained}

@@ -20,8 +20,9 @@ flags.DEFINE_string("output_dir", "saved_models/tf_facetex/tflite", "Output fold
                     "report.json.")
 flags.DEFINE_string("face_model", None, "Face model (its UV chart masks the refinement outputs; its coefficient "
                     "layout sizes the regressor). Default: see README, Assets.")
-flags.DEFINE_string("checkpoint", None, "Refinement network: a scripts/train.py run folder, its checkpoints/ folder "
-                    "or a checkpoint prefix. None: random init (warning).")
+flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network folder, a scripts/train.py run folder, "
+                    "its checkpoints/ folder or a checkpoint prefix. None: the shipped saved_models/refinement_net/ "
+                    "(random init with a warning only when it is absent).")
 flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
@@ -45,7 +46,7 @@ def main(argv):
     from tf_facetex.export import tflite
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
-    from tf_facetex.refinement.checkpoint import load_refinement_net
+    from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
     from tf_facetex.prior.regressor import build_regressor, load_regressor
     from tf_facetex.rendering.uv import build_uv_raster
 
@@ -54,8 +55,9 @@ def main(argv):
         raise FaceTexError(f"--quantizations: unknown {sorted(unknown)}; choose from {tflite.QUANTIZATIONS}")
     out_dir = pathlib.Path(FLAGS.output_dir)
     model = load_face_model(FLAGS.face_model)
-    if FLAGS.checkpoint:
-        net, info = load_refinement_net(FLAGS.checkpoint)
+    checkpoint = FLAGS.checkpoint or shipped_refinement_net_or_none()
+    if checkpoint:
+        net, info = load_refinement_net(checkpoint)
         uv_size = info["uv_size"]
     else:
         uv_size = FLAGS.uv_size or 256
@@ -76,7 +78,7 @@ def main(argv):
                   "outputs zeros; the comparison then only checks the plumbing)")
         images = (rng.random((1, 224, 224, 3)) * 255).astype(np.uint8)
         jobs.append(("regressor", tflite.regressor_function(regressor), {"images": images}))
-    report = {"face_model": model.name, "uv_size": uv_size, "checkpoint": FLAGS.checkpoint or "RANDOM INIT",
+    report = {"face_model": model.name, "uv_size": uv_size, "checkpoint": str(checkpoint) if checkpoint else "RANDOM INIT",
               "regressor_weights": FLAGS.regressor_weights or "RANDOM INIT", "models": {}, "failed": {}}
     for name, function, inputs in jobs:
         reference = {k: v.numpy() for k, v in function(**inputs).items()} if FLAGS.verify else None

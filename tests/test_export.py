@@ -220,7 +220,8 @@ def test_tflite_refinement_and_regressor_match_keras(exported, tiny_model, recor
 # ------------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_full_size_export_serves_the_astronaut(ict_model, tmp_path, crops):
-    """scripts/export_savedmodel.py with the real face model, ResNet-50 and the paper-size network (random weights),
+    """scripts/export_savedmodel.py with no flags: the real face model, ResNet-50 (random weights) and the shipped
+    refinement network,
     reloaded with tf.saved_model.load and run on an aligned real photo."""
     import subprocess
     import sys
@@ -229,8 +230,9 @@ def test_full_size_export_serves_the_astronaut(ict_model, tmp_path, crops):
                              f"--output_dir={tmp_path}", "--name=facetex", "--noverify"],
                             capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "RANDOMLY INITIALISED" in result.stderr
+    assert "RANDOMLY INITIALISED" in result.stderr          # the regressor: none is shipped yet
+    assert "refinement network: shipped" in result.stdout + result.stderr     # the shipped network, UV 128
     loaded = serving.load_servable(tmp_path / "facetex" / "1")
     outputs = loaded.signatures["serving_default"](images=tf.constant(crops[:1]))
-    assert outputs["albedo_uv"].shape == (1, 256, 256, 3) and outputs["illumination_uv"].shape == (1, 256, 256, 27)
+    assert outputs["albedo_uv"].shape == (1, 128, 128, 3) and outputs["illumination_uv"].shape == (1, 128, 128, 27)
     assert outputs["render_mask"].numpy().mean() > 0.2

@@ -66,6 +66,13 @@ def default_refinement_net(log=print):
     return path
 
 
+def shipped_refinement_net_or_none():
+    """The shipped network folder when it exists (`default_refinement_net`), else None (the exports then fall back
+    to their documented random-weight mode)."""
+    path = paths.refinement_net_dir()
+    return path if is_shipped_net(path) else None
+
+
 def save_shipped_net(net, out_dir, record):
     """Writes a network as a shipped folder: ``refinement_net.weights.h5`` and ``network.json`` (``record``, which
     must hold 'uv_size', plus the network's `get_config()` as 'net_config'). Atomic per file. Returns the path

@@ -1,0 +1,81 @@
+"""Learning curves of a scripts/train.py run: train loss terms and validation loss / re-render metrics against steps.
+
+    python scripts/plot_learning_curves.py --run_dir=outputs/refine_cpu/authors --out=docs/results/refine_cpu_curves.png
+
+Also prints the flattening figure: the relative change of the validation loss (loss_uv_total) over the last 20% of
+the steps.
+"""
+from absl import flags
+
+from tf_facetex import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("run_dir", None, "Training run folder (metrics.jsonl).")
+flags.DEFINE_string("out", None, "Output PNG.")
+flags.DEFINE_string("title", "", "Figure title.")
+
+
+def flattening(evals, key="loss_uv_total"):
+    """(step_a, value_a, step_b, value_b, relative change) of ``key`` from the evaluation nearest 80% of the
+    last step to the last one; None with fewer than two evaluations."""
+    rows = [r for r in evals if key in r]
+    if len(rows) < 2:
+        return None
+    last = rows[-1]
+    target = 0.8 * last["step"]
+    first = min(rows[:-1], key=lambda r: abs(r["step"] - target))
+    return first["step"], first[key], last["step"], last[key], (last[key] - first[key]) / first[key]
+
+
+def main(argv):
+    del argv
+    import json
+    import pathlib
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tf_facetex.errors import FaceTexError
+
+    if not FLAGS.run_dir or not FLAGS.out:
+        raise FaceTexError("--run_dir and --out are required")
+    rows = [json.loads(line) for line in (pathlib.Path(FLAGS.run_dir) / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
+    train = [r for r in rows if r.get("kind") == "loss"]
+    evals = [r for r in rows if r.get("kind") == "eval"]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("total", "image", "symmetry", "prior_l1", "gan"):
+        points = [(r["step"], r[key]) for r in train if key in r]
+        if points:
+            axes[0].plot(*zip(*points), label=key, linewidth=0.8)
+    axes[0].set_title("train loss terms (logged)")
+    for key in ("loss_uv_total", "loss_image", "loss_symmetry", "loss_prior_l1"):
+        points = [(r["step"], r[key]) for r in evals if key in r]
+        if points:
+            axes[1].plot(*zip(*points), marker="o", label=key)
+    axes[1].set_title("validation loss (UV terms, no GAN)")
+    for key in ("od_psnr", "oc_psnr"):
+        points = [(r["step"], r[key]) for r in evals if key in r]
+        if points:
+            axes[2].plot(*zip(*points), marker="o", label=key)
+    axes[2].set_title("validation re-render PSNR (dB, face mask)")
+    for axis in axes:
+        axis.set_xlabel("step")
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    if FLAGS.title:
+        figure.suptitle(FLAGS.title)
+    figure.tight_layout()
+    pathlib.Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(FLAGS.out, dpi=90)
+    flat = flattening(evals)
+    if flat:
+        print(f"validation loss_uv_total: step {flat[0]} {flat[1]:.4f} -> step {flat[2]} {flat[3]:.4f} "
+              f"({100 * flat[4]:+.1f}% over the last ~20% of the steps)")
+    print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
