@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from absl import flags  # noqa: E402
 
 from tf_facetex import cli  # noqa: E402
+from tf_facetex.pipeline import setup  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Where the results JSON goes (written atomically).")
@@ -31,6 +32,10 @@ flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face masker
 flags.DEFINE_string("parsing_weights", None, "Parsing-network weights (default: the shipped file).")
 flags.DEFINE_string("face_model", None, "Face model (default: as scripts/reconstruct.py).")
 flags.DEFINE_integer("fit_steps", 150, "UV detail-fit steps (scripts/reconstruct.py's default).")
+flags.DEFINE_enum("refiner", setup.DEFAULT_REFINER, list(setup.REFINER_MODES), "Detail stage, as "
+                  "scripts/reconstruct.py --refiner (the net modes use --checkpoint, default the shipped network).")
+flags.DEFINE_string("checkpoint", None, "Refinement network of the net modes (default: saved_models/refinement_net).")
+flags.DEFINE_integer("net_fit_steps", setup.DEFAULT_NET_FIT_STEPS, "Fit steps after the network (--refiner=net+fit).")
 flags.DEFINE_integer("landmark_steps", 300, "Landmark-fit steps (scripts/reconstruct.py's default).")
 flags.DEFINE_float("unwrap_mask_threshold", 0.9, "Mask value every bilinear tap of a seen texel's source pixel "
                    "must reach (the product's default 0.9; an ablation knob).")
@@ -49,7 +54,6 @@ def main(argv):
     from tf_facetex.data.parsing_net import describe_masker
     from tf_facetex.errors import NoFaceError
     from tf_facetex.evaluation import clean_albedo, real_photos
-    from tf_facetex.face_model import load_face_model
 
     if FLAGS.compare:
         import json
@@ -71,10 +75,11 @@ def main(argv):
     _train, held_out = real_photos.heldout_split(real_photos.celebamask_files(folder))
     files = held_out[:FLAGS.num_images]
     finder = pipeline.FaceFinder(masker=FLAGS.masker, parsing_weights=FLAGS.parsing_weights)
-    model = load_face_model(FLAGS.face_model)
-    config = pipeline.ReconstructionConfig(fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
-                                           turntable_yaws=(), unwrap_mask_threshold=FLAGS.unwrap_mask_threshold)
-    reconstructor = pipeline.Reconstructor(model, config)
+    reconstructor = setup.build_reconstructor(FLAGS.face_model, FLAGS.checkpoint, fit_steps=FLAGS.fit_steps,
+                                              landmark_steps=FLAGS.landmark_steps, refiner=FLAGS.refiner,
+                                              net_fit_steps=FLAGS.net_fit_steps, turntable_yaws=(),
+                                              unwrap_mask_threshold=FLAGS.unwrap_mask_threshold)
+    model = reconstructor.model
     start = time.time()
     faces, stems, labels, no_face = [], [], {}, []
     for path in files:

@@ -20,7 +20,8 @@ flags.DEFINE_integer("version", None, "Version number (default: one above the la
 flags.DEFINE_bool("overwrite", False, "Replace an existing --version.")
 flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/archive or BFM_model_front.mat. "
                     "Default: $TF_FACETEX_FACE_MODEL, then the cached/shared ICT-FaceKit (see README, Assets).")
-flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
+flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5, with --regressor_backbone). None: "
+                    "the shipped saved_models/prior_regressor/ (random init with a warning only when it is absent).")
 flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50 (Deng et al.), compact, mobilenetv2, "
                     "or tiny (tests only).")
 flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network folder, a scripts/train.py run folder, "
@@ -49,19 +50,17 @@ def main(argv):
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
-    from tf_facetex.prior.regressor import build_regressor, load_regressor
+    from tf_facetex.prior.regressor import resolve_regressor, shipped_regressor_or_none
 
     checkpoint = FLAGS.checkpoint or shipped_refinement_net_or_none()
-    untrained = [part for part, given in (("regressor", FLAGS.regressor_weights), ("refinement", checkpoint))
-                 if not given]
+    untrained = [part for part, given in (("regressor", FLAGS.regressor_weights or shipped_regressor_or_none()),
+                                          ("refinement", checkpoint)) if not given]
     if untrained and FLAGS.strict:
         raise FaceTexError(f"--strict: no trained weights for {' and '.join(untrained)} (--regressor_weights, "
                            "--checkpoint)")
     model = load_face_model(FLAGS.face_model)
-    if FLAGS.regressor_weights:
-        regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
-    else:
-        regressor = build_regressor(model, FLAGS.regressor_backbone)
+    regressor, regressor_source = resolve_regressor(model, FLAGS.regressor_weights, FLAGS.regressor_backbone)
+    if regressor_source is None:
         warn("no --regressor_weights: the prior regressor is RANDOMLY INITIALISED (its zero head predicts the mean "
              "face, frontal, ambient light, for every image). Use only to test serving plumbing.")
     if checkpoint:
@@ -76,7 +75,7 @@ def main(argv):
              "RANDOMLY INITIALISED; its albedo and illumination outputs are meaningless. Use only to test serving "
              "plumbing.")
     info = {"face_model": {"name": model.name, "source": model.source},
-            "regressor": {"backbone": FLAGS.regressor_backbone, "weights": FLAGS.regressor_weights or "RANDOM INIT"},
+            "regressor": {"backbone": regressor.backbone_name, "weights": regressor_source or "RANDOM INIT"},
             "refinement": {"checkpoint": str(checkpoint) if checkpoint else "RANDOM INIT",
                            "config": {k: v for k, v in net.get_config().items()
                                       if k not in ("name", "trainable", "dtype")}},

@@ -25,7 +25,8 @@ flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network f
                     "(random init with a warning only when it is absent).")
 flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
-flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5). None: random init (warning).")
+flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5, with --regressor_backbone). None: "
+                    "the shipped saved_models/prior_regressor/ (random init with a warning only when it is absent).")
 flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resnet50, compact, mobilenetv2 or tiny.")
 flags.DEFINE_bool("include_regressor", True, "Also convert the prior regressor.")
 flags.DEFINE_list("quantizations", ["float32", "dynamic_int8"], "Which variants to write: float32, dynamic_int8.")
@@ -47,7 +48,7 @@ def main(argv):
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
-    from tf_facetex.prior.regressor import build_regressor, load_regressor
+    from tf_facetex.prior.regressor import build_regressor, resolve_regressor
     from tf_facetex.rendering.uv import build_uv_raster
 
     unknown = set(FLAGS.quantizations) - set(tflite.QUANTIZATIONS)
@@ -70,16 +71,14 @@ def main(argv):
                      "prior_albedo_uv": rng.random((1, uv_size, uv_size, 3), np.float32)}
     jobs = [("refine", tflite.refinement_function(net, uv_mask, uv_size), refine_inputs)]
     if FLAGS.include_regressor:
-        if FLAGS.regressor_weights:
-            regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
-        else:
-            regressor = build_regressor(model, FLAGS.regressor_backbone)
+        regressor, regressor_source = resolve_regressor(model, FLAGS.regressor_weights, FLAGS.regressor_backbone)
+        if regressor_source is None:
             print("WARNING: no --regressor_weights: exporting a RANDOMLY INITIALISED regressor (its zero head "
                   "outputs zeros; the comparison then only checks the plumbing)")
         images = (rng.random((1, 224, 224, 3)) * 255).astype(np.uint8)
         jobs.append(("regressor", tflite.regressor_function(regressor), {"images": images}))
     report = {"face_model": model.name, "uv_size": uv_size, "checkpoint": str(checkpoint) if checkpoint else "RANDOM INIT",
-              "regressor_weights": FLAGS.regressor_weights or "RANDOM INIT", "models": {}, "failed": {}}
+              "regressor_weights": (regressor_source if FLAGS.include_regressor else None) or "RANDOM INIT", "models": {}, "failed": {}}
     for name, function, inputs in jobs:
         reference = {k: v.numpy() for k, v in function(**inputs).items()} if FLAGS.verify else None
         for quantization in FLAGS.quantizations:

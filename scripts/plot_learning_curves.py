@@ -13,6 +13,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run folder (metrics.jsonl).")
 flags.DEFINE_string("out", None, "Output PNG.")
 flags.DEFINE_string("title", "", "Figure title.")
+flags.DEFINE_string("json", "", "Also write the validation rows and the flattening figure here (for docs/RESULTS.md).")
 
 
 def flattening(evals, key="loss_uv_total"):
@@ -74,6 +75,16 @@ def main(argv):
     if flat:
         print(f"validation loss_uv_total: step {flat[0]} {flat[1]:.4f} -> step {flat[2]} {flat[3]:.4f} "
               f"({100 * flat[4]:+.1f}% over the last ~20% of the steps)")
+    if FLAGS.json:
+        from tf_facetex import io_utils
+
+        io_utils.write_json(FLAGS.json, {
+            "command": f"python scripts/plot_learning_curves.py --run_dir={FLAGS.run_dir} --out={FLAGS.out} "
+                       f"--json={FLAGS.json}",
+            "run_dir": FLAGS.run_dir, "figure": FLAGS.out, "last_step": max((r["step"] for r in rows), default=0),
+            "flattening": None if not flat else {"key": "loss_uv_total", "from_step": flat[0], "from": flat[1],
+                                                 "to_step": flat[2], "to": flat[3], "relative_change": flat[4]},
+            "validation": evals})
     print(f"wrote {FLAGS.out}")
 
 

@@ -37,9 +37,11 @@ flags.DEFINE_string("face_model", None, "Face model: .npz, ICT-FaceKit folder/ar
 flags.DEFINE_bool("all_faces", False, "Reconstruct every face of a photo (folders <stem>_face0, _face1, ... largest "
                   "first) instead of only the largest.")
 flags.DEFINE_enum("prior", "fit", ["fit", "regressor"], "Prior coefficients from the per-image landmark + "
-                  "photometric fit (no weights) or from the trained ResNet regressor (--regressor_weights).")
-flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5) for --prior=regressor.")
-flags.DEFINE_string("regressor_backbone", "resnet50", "Backbone the regressor weights were trained with.")
+                  "photometric fit (no weights) or from the trained regressor (no landmarks needed; --regressor_weights, default "
+                  "the shipped saved_models/prior_regressor/).")
+flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5) for --prior=regressor; default "
+                    "the shipped regressor (its backbone from regressor.json).")
+flags.DEFINE_string("regressor_backbone", "resnet50", "Backbone the --regressor_weights were trained with.")
 flags.DEFINE_integer("uv_size", None, "UV texture size S (albedo.png is S x S). Default 256, or the checkpoint's.")
 flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (--refiner=fit). Fewer is "
                      "faster and smoother; 150 is the tested default.")
@@ -81,7 +83,11 @@ def main(argv):
     if not FLAGS.input or not FLAGS.output_dir:
         raise FaceTexError("--input and --output_dir are required (see --help)")
     if FLAGS.prior == "regressor" and not FLAGS.regressor_weights:
-        raise FaceTexError("--prior=regressor needs --regressor_weights (or use the default --prior=fit)")
+        from tf_facetex import paths
+
+        if not paths.shipped_prior_regressor_present():
+            raise FaceTexError(f"--prior=regressor: no --regressor_weights and no shipped regressor in "
+                               f"{paths.prior_regressor_dir()}; or use the default --prior=fit")
     for name in ("checkpoint", "face_model", "regressor_weights", "parsing_weights"):
         value = getattr(FLAGS, name)
         if value and not pathlib.Path(value).expanduser().exists():

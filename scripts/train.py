@@ -41,6 +41,9 @@ flags.DEFINE_string("train_data", None,
 flags.DEFINE_string("eval_data", "", "Held-out shards (glob) for the evaluation metrics; empty = none.")
 flags.DEFINE_string("model_dir", None, "Run folder: checkpoints/, tensorboard/, metrics.jsonl, run_config.json.")
 flags.DEFINE_bool("resume", False, "Continue from the newest checkpoint in --model_dir (same settings).")
+flags.DEFINE_string("init_weights", "", "A new run's refinement network starts from these weights: a shipped "
+                    "folder (e.g. saved_models/refinement_net, to continue the shipped training), a run folder or a "
+                    "checkpoint; optimisers start afresh. Ignored by --resume (the checkpoint wins).")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, all local devices, or several workers (reads TF_CONFIG).")
 # Model.

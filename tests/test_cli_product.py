@@ -116,12 +116,18 @@ def test_output_dir_not_writable(tmp_path, bad_inputs):
         assert listing(locked) == []
 
 
-def test_other_scripts_fail_in_one_line(tmp_path):
+def test_other_scripts_fail_in_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
     result = run_script("relight", f"--reconstruction={tmp_path}", f"--out={tmp_path / 'x.png'}")
     assert_one_line_error(result, "not a reconstruction folder")
     assert not (tmp_path / "x.png").exists()
-    result = run_script("reconstruct", "--input=x.jpg", f"--output_dir={tmp_path}", "--prior=regressor")
-    assert_one_line_error(result, "--regressor_weights")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+    monkeypatch.setenv("TF_FACETEX_PRIOR_REGRESSOR", str(tmp_path / "no_regressor"))   # as if none were shipped
+    result = run_script("reconstruct", f"--input={photo}", f"--output_dir={tmp_path / 'out'}", "--prior=regressor")
+    assert_one_line_error(result, "--regressor_weights", "no shipped regressor")
+    assert not (tmp_path / "out").exists() or listing(tmp_path / "out") == []
 
 
 # ------------------------------------------------------------------------------------------------ slow

@@ -220,9 +220,9 @@ def test_tflite_refinement_and_regressor_match_keras(exported, tiny_model, recor
 # ------------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_full_size_export_serves_the_astronaut(ict_model, tmp_path, crops):
-    """scripts/export_savedmodel.py with no flags: the real face model, ResNet-50 (random weights) and the shipped
-    refinement network,
-    reloaded with tf.saved_model.load and run on an aligned real photo."""
+    """scripts/export_savedmodel.py with no flags: the real face model, the shipped prior regressor and refinement
+    network, reloaded with tf.saved_model.load and run on an aligned real photo (tests/test_shipped_weights_slow.py
+    compares its outputs with Python's)."""
     import subprocess
     import sys
 
@@ -230,7 +230,8 @@ def test_full_size_export_serves_the_astronaut(ict_model, tmp_path, crops):
                              f"--output_dir={tmp_path}", "--name=facetex", "--noverify"],
                             capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "RANDOMLY INITIALISED" in result.stderr          # the regressor: none is shipped yet
+    assert "RANDOMLY INITIALISED" not in result.stderr
+    assert "prior regressor: shipped" in result.stdout + result.stderr
     assert "refinement network: shipped" in result.stdout + result.stderr     # the shipped network, UV 128
     loaded = serving.load_servable(tmp_path / "facetex" / "1")
     outputs = loaded.signatures["serving_default"](images=tf.constant(crops[:1]))

@@ -870,3 +870,43 @@ def test_reconstruct_checkpoint_truncated_or_with_nan_weights_is_refused(tmp_pat
         pipeline.load_refinement_net(truncated, log=lambda *_: None)
     with pytest.raises(AssetError, match=r"hold NaN/Inf"):
         pipeline.load_refinement_net(run_folder("nan", poison=True), log=lambda *_: None)
+
+
+def test_two_jobs_unpacking_the_face_kit_at_once_both_get_a_complete_folder(tmp_path, monkeypatch):
+    """Two processes started together (the recipe's train and test sample makers) once deleted each other's
+    unpacked ICT-FaceKit ('identity003.obj: missing'); each now unpacks into its own staging folder and keeps the
+    first complete folder."""
+    import tarfile
+    import threading
+
+    from tf_facetex import paths
+
+    kit = tmp_path / "src" / "ICT-FaceKit" / "FaceXModel"
+    kit.mkdir(parents=True)
+    for i in range(200):                      # enough files that the two extractions overlap
+        (kit / f"identity{i:03d}.obj").write_text("v 0 0 0\n" * 50)
+    (kit / "generic_neutral_mesh.obj").write_text("v 0 0 0\n")
+    archive = tmp_path / "kit.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(tmp_path / "src" / "ICT-FaceKit", arcname="ICT-FaceKit")
+    monkeypatch.setenv("TF_FACETEX_CACHE", str(tmp_path / "cache"))
+    results, errors = [], []
+
+    def unpack():
+        try:
+            results.append(paths._unpack_ict(archive, log=lambda *_: None))
+        except Exception as err:  # noqa: BLE001 - the test reports any failure of either job
+            errors.append(err)
+
+    jobs = [threading.Thread(target=unpack) for _ in range(3)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert not errors, errors
+    assert len(set(results)) == 1
+    assert len(list((results[0] / "FaceXModel").glob("identity*.obj"))) == 200
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["ICT-FaceKit"]   # no staging folder left
+    inode = (results[0] / "FaceXModel" / "identity000.obj").stat().st_ino
+    assert paths._unpack_ict(archive, log=lambda *_: None) == results[0]         # a complete folder is kept
+    assert (results[0] / "FaceXModel" / "identity000.obj").stat().st_ino == inode

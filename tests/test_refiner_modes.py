@@ -147,3 +147,24 @@ def test_build_reconstructor_modes(tiny_model, tmp_path, monkeypatch):
         pipeline.build_reconstructor(tiny_model_path, refiner="net", uv_size=UV * 2, **quiet)
     with pytest.raises(FaceTexError, match="refiner must be"):
         pipeline.build_reconstructor(tiny_model_path, refiner="network", **quiet)
+
+
+def test_training_can_start_from_shipped_weights(tmp_path):
+    from tf_facetex.errors import TrainingError
+    from tf_facetex.refinement.train import warm_start_generator
+
+    shipped = perturbed_net()
+    ckpt.save_shipped_net(shipped, tmp_path / "net", {"name": "t", "net_preset": "small", "uv_size": UV})
+    fresh = build_refinement_net("small", uv_size=UV)
+    assert not np.allclose(fresh.weights[0].numpy(), shipped.weights[0].numpy())
+    logged = []
+    warm_start_generator(fresh, tmp_path / "net", log=logged.append)
+    for a, b in zip(fresh.weights, shipped.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert "initialised from" in logged[-1]
+    other = build_refinement_net("small", uv_size=UV, base_filters=8)   # another width: refused, nothing copied
+    before = [w.numpy().copy() for w in other.weights]
+    with pytest.raises(TrainingError, match="not this run's"):
+        warm_start_generator(other, tmp_path / "net", log=lambda *_: None)
+    for a, b in zip(other.weights, before):
+        np.testing.assert_array_equal(a.numpy(), b)

@@ -229,3 +229,18 @@ def remove_stale_staging(parent, max_age_s=STALE_STAGING_SECONDS, log=print) -> 
     if removed:
         log(f"removed {len(removed)} stale partial folder(s) left by a killed run in {parent}")
     return handled
+
+
+def store_h5_float16(path):
+    """Rewrites every float32 dataset of an HDF5 file (e.g. Keras ``.weights.h5``) as float16, in place: half the
+    size; Keras' `load_weights` casts the values back into float32 variables."""
+    import h5py
+
+    with h5py.File(path, "r+") as store:
+        names = []
+        store.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        for name in names:
+            if store[name].dtype == np.float32:
+                values = store[name][...]
+                del store[name]
+                store.create_dataset(name, data=values.astype(np.float16))

@@ -12,6 +12,7 @@ import pathlib
 import shutil
 import subprocess
 import tarfile
+import tempfile
 
 from tf_facetex.errors import AssetError
 
@@ -58,6 +59,24 @@ def refinement_net_dir() -> pathlib.Path:
     scripts/ship_refinement_net.py)."""
     env = os.environ.get("TF_FACETEX_REFINEMENT_NET")
     return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "refinement_net"
+
+
+PRIOR_REGRESSOR_CONFIG = "regressor.json"
+PRIOR_REGRESSOR_WEIGHTS = "regressor.weights.h5"
+
+
+def shipped_prior_regressor_present() -> bool:
+    """Whether `prior_regressor_dir` holds a shipped regressor (both files; checked without importing TensorFlow)."""
+    folder = prior_regressor_dir()
+    return (folder / PRIOR_REGRESSOR_CONFIG).is_file() and (folder / PRIOR_REGRESSOR_WEIGHTS).is_file()
+
+
+def prior_regressor_dir() -> pathlib.Path:
+    """Where the shipped prior regressor is looked for (``$TF_FACETEX_PRIOR_REGRESSOR`` or
+    ``saved_models/prior_regressor/``: regressor.json + regressor.weights.h5, written by
+    scripts/ship_prior_regressor.py)."""
+    env = os.environ.get("TF_FACETEX_PRIOR_REGRESSOR")
+    return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "prior_regressor"
 
 
 def _is_ict_dir(path: pathlib.Path) -> bool:
@@ -111,19 +130,30 @@ def find_ict_dir(explicit=None, allow_clone=True, log=print) -> pathlib.Path:
 
 def _unpack_ict(archive: pathlib.Path, log) -> pathlib.Path:
     target = cache_dir()
+    target.mkdir(parents=True, exist_ok=True)
     log(f"[tf_facetex] unpacking {archive} into {target}")
-    staging = target / ".unpack_tmp"
+    # A staging folder of this process's own: two jobs started at once (e.g. the train and test sample makers)
+    # must not unpack into, or delete, each other's files.
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".unpack_tmp-", dir=target))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise AssetError(f"{archive}: cannot unpack ({err})") from err
-    found = [p for p in staging.iterdir() if _is_ict_dir(p)]
-    if not found:
-        raise AssetError(f"{archive}: no ICT-FaceKit folder (FaceXModel/generic_neutral_mesh.obj) inside")
-    final = target / "ICT-FaceKit"
-    if final.exists():
-        shutil.rmtree(final)
-    found[0].rename(final)  # rename is atomic: a killed unpack never leaves a half folder in place
-    staging.rmdir() if not any(staging.iterdir()) else None
-    return final
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise AssetError(f"{archive}: cannot unpack ({err})") from err
+        found = [p for p in staging.iterdir() if _is_ict_dir(p)]
+        if not found:
+            raise AssetError(f"{archive}: no ICT-FaceKit folder (FaceXModel/generic_neutral_mesh.obj) inside")
+        final = target / "ICT-FaceKit"
+        if _is_ict_dir(final):
+            return final        # another process finished first: its complete folder is kept, ours discarded
+        if final.exists():
+            shutil.rmtree(final)    # an incomplete folder (not ours, not valid)
+        try:
+            found[0].rename(final)  # rename is atomic: a killed unpack never leaves a half folder in place
+        except OSError:
+            if not _is_ict_dir(final):   # lost a race to a process that has renamed its own copy: use it
+                raise
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -200,7 +200,7 @@ class MorphableModel:
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "exp_names": list(self.exp_names),
                 "albedo_source": self.albedo_source, "source": self.source, "part_names": list(self.part_names)}
         arrays = {name: getattr(self, name) for name in _FIELDS}
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")   # per process: two jobs may convert at once
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, meta=np.array(json.dumps(meta)), **arrays)
         os.replace(tmp, path)

@@ -3,7 +3,7 @@ spec): the face model, the prior (fit or regressor) and the detail stage (`REFIN
 trained refinement network, or the network followed by a short fit). TensorFlow loads when it is called, not on import."""
 from __future__ import annotations
 
-from tf_facetex.errors import FaceTexError
+from tf_facetex.errors import AssetError, FaceTexError
 
 
 REFINER_MODES = ("fit", "net", "net+fit")
@@ -13,7 +13,8 @@ DEFAULT_NET_FIT_STEPS = 30      # net+fit: a fifth of the fit's 150 steps (the n
 
 def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor_weights=None,
                         regressor_backbone="resnet50", uv_size=None, fit_steps=150, landmark_steps=300,
-                        turntable_light="studio", log=print, refiner=None, net_fit_steps=DEFAULT_NET_FIT_STEPS):
+                        turntable_light="studio", log=print, refiner=None, net_fit_steps=DEFAULT_NET_FIT_STEPS,
+                        **config_overrides):
     """The `Reconstructor` for these choices.
 
     Args:
@@ -25,7 +26,8 @@ def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor
         checkpoint prefix; None = the shipped one (`refinement.checkpoint.default_refinement_net`);
       prior: 'fit' or 'regressor' (with ``regressor_weights`` and ``regressor_backbone``);
       uv_size: None = the network's (net modes) or the default; landmark_steps: the landmark fit's steps;
-      turntable_light: the turntable's preset.
+      turntable_light: the turntable's preset;
+      config_overrides: other `ReconstructionConfig` fields (e.g. ``turntable_yaws=()`` for an evaluation).
     Raises FaceTexError when ``uv_size`` contradicts the network's or the mode is unknown, AssetError when the
     network cannot be found or loaded.
     """
@@ -50,11 +52,14 @@ def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor
             raise FaceTexError(f"--uv_size {uv_size} but the refinement network works at {info['uv_size']}")
         uv_size = info["uv_size"]
     config = ReconstructionConfig(prior=prior, uv_size=uv_size or DEFAULT_UV_SIZE, fit_steps=fit_steps,
-                                  landmark_steps=landmark_steps, turntable_light=turntable_light)
+                                  landmark_steps=landmark_steps, turntable_light=turntable_light, **config_overrides)
     regressor = None
     if prior == "regressor":
-        from tf_facetex.prior.regressor import load_regressor
-        regressor = load_regressor(model, regressor_weights, backbone=regressor_backbone)
+        from tf_facetex.prior.regressor import resolve_regressor
+        regressor, source = resolve_regressor(model, regressor_weights, backbone=regressor_backbone, log=log)
+        if source is None:
+            raise AssetError("--prior=regressor: no --regressor_weights and no shipped regressor "
+                             "(saved_models/prior_regressor/ or $TF_FACETEX_PRIOR_REGRESSOR); or use --prior=fit")
     reconstructor = Reconstructor(model, config, regressor=regressor)
     if net is not None:
         renderer = reconstructor.renderer

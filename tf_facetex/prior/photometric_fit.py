@@ -34,10 +34,14 @@ class PhotometricFitConfig:
 
 
 def _sample_pixels(mask, num, seed):
-    """Random pixel indices inside each mask: mask [B, H, W] bool -> (flat index [B, num], valid [B, num])."""
+    """Random pixel indices inside each mask: mask [B, H, W] bool -> (flat index [B, num], valid [B, num]).
+
+    The random order depends on the pixel position only (not on the image's place in the batch)."""
     batch = tf.shape(mask)[0]
     flat = tf.reshape(tf.cast(mask, tf.float32), [batch, -1])
-    noise = tf.random.stateless_uniform(tf.shape(flat), seed=[seed, 1])
+    # One draw per pixel position, shared by the batch: an image gets the same sample alone or at any place in a
+    # batch (a [B, H*W] draw would give row b other numbers than row 0, so batched results would differ).
+    noise = tf.random.stateless_uniform(tf.shape(flat)[1:], seed=[seed, 1])[None]
     scores = flat * (1.0 + noise) - (1.0 - flat)       # masked pixels first, in random order
     top = tf.math.top_k(scores, k=num)
     return top.indices, top.values > 0.0

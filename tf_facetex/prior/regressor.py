@@ -10,16 +10,21 @@ As in Deng et al., the head starts at zero (weights and bias), so an untrained r
 face, frontal and centred, with ambient light — a sane starting point (Deep3DFaceReconstruction issue #116
 explains why this matters).
 """
+import json
+import os
 import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_facetex import io_utils, paths
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import AssetError
 from tf_facetex.face_model.decoder import CoefficientLayout
 
+SHIPPED_CONFIG = paths.PRIOR_REGRESSOR_CONFIG
+SHIPPED_WEIGHTS = paths.PRIOR_REGRESSOR_WEIGHTS
 BACKBONES = ("resnet50", "mobilenetv2", "compact", "tiny")
 COMPACT_CHANNELS = (16, 32, 64, 96, 128)
 
@@ -133,3 +138,63 @@ def load_regressor(model, weights_path, backbone="resnet50", image_size=CROP_SIZ
     except Exception as err:  # noqa: BLE001 - Keras raises several types for bad files
         raise AssetError(f"{path}: cannot load regressor weights ({type(err).__name__}: {err})") from err
     return regressor
+
+
+def shipped_regressor_or_none():
+    """The shipped regressor folder (``$TF_FACETEX_PRIOR_REGRESSOR`` or saved_models/prior_regressor/: regressor.json
+    + regressor.weights.h5, written by scripts/ship_prior_regressor.py) when it exists, else None."""
+    return paths.prior_regressor_dir() if paths.shipped_prior_regressor_present() else None
+
+
+def save_shipped_regressor(regressor, out_dir, record, float16=False):
+    """Writes ``regressor`` as a shipped folder: regressor.weights.h5 (float16 storage when ``float16``; check with
+    `tf_facetex.networks.precision.float16_output_error` first) and regressor.json (``record`` plus the backbone,
+    crop size and coefficient layout). Atomic per file. Returns the weights path."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / SHIPPED_WEIGHTS
+    staging = out_dir / f".{SHIPPED_WEIGHTS}.partial.weights.h5"
+    regressor.save_weights(str(staging))
+    if float16:
+        io_utils.store_h5_float16(staging)
+    os.replace(staging, weights)
+    io_utils.write_json(out_dir / SHIPPED_CONFIG, {**record, "backbone": regressor.backbone_name,
+                                                   "image_size": regressor.image_size,
+                                                   "layout_sizes": regressor.layout_sizes})
+    return weights
+
+
+def load_shipped_regressor(model, folder, log=print):
+    """The regressor of a shipped folder (`save_shipped_regressor`) for ``model``.
+
+    Returns (regressor, record). Raises AssetError when the folder is unreadable or was trained for another
+    coefficient layout (another face model)."""
+    folder = pathlib.Path(folder)
+    try:
+        record = json.loads((folder / SHIPPED_CONFIG).read_text())
+        backbone, image_size = record["backbone"], int(record["image_size"])
+        trained_for = dict(record["layout_sizes"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise AssetError(f"{folder / SHIPPED_CONFIG}: unreadable or not a prior regressor ({err})") from err
+    wanted = CoefficientLayout.for_model(model).to_dict()
+    if trained_for != wanted:
+        raise AssetError(f"{folder}: the regressor was trained for coefficients {trained_for}, the face model "
+                         f"{model.name} has {wanted}; use the face model it was trained with or --regressor_weights")
+    regressor = load_regressor(model, folder / SHIPPED_WEIGHTS, backbone=backbone, image_size=image_size)
+    log(f"[tf_facetex] prior regressor: shipped {record.get('name', folder.name)} ({backbone} backbone, "
+        f"{regressor.count_params():,} parameters, trained {record.get('steps', '?')} steps), weights "
+        f"{folder / SHIPPED_WEIGHTS} (sha256 {io_utils.file_sha256(folder / SHIPPED_WEIGHTS)[:16]}...)")
+    return regressor, record
+
+
+def resolve_regressor(model, weights_path=None, backbone="resnet50", log=print):
+    """The regressor a prior or an export uses: ``weights_path`` (with ``backbone``), else the shipped one, else a
+    randomly initialised ``backbone`` network (the caller decides whether that is acceptable).
+
+    Returns (regressor, description of the weights, or None when randomly initialised)."""
+    if weights_path:
+        return load_regressor(model, weights_path, backbone=backbone), str(weights_path)
+    shipped = shipped_regressor_or_none()
+    if shipped is not None:
+        return load_shipped_regressor(model, shipped, log)[0], str(shipped)
+    return build_regressor(model, backbone), None

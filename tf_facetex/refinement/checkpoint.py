@@ -73,15 +73,20 @@ def shipped_refinement_net_or_none():
     return path if is_shipped_net(path) else None
 
 
-def save_shipped_net(net, out_dir, record):
+def save_shipped_net(net, out_dir, record, float16=False):
     """Writes a network as a shipped folder: ``refinement_net.weights.h5`` and ``network.json`` (``record``, which
-    must hold 'uv_size', plus the network's `get_config()` as 'net_config'). Atomic per file. Returns the path
-    of the weights file."""
+    must hold 'uv_size', plus the network's `get_config()` as 'net_config'). Atomic per file.
+
+    ``float16``: the weights file stores every float32 tensor as float16 (half the size); Keras' `load_weights`
+    casts them back into the float32 variables, so loading is unchanged. Check the outputs first
+    (`tf_facetex.networks.precision.float16_output_error`). Returns the path of the weights file."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / SHIPPED_WEIGHTS
     staging = out_dir / f".{SHIPPED_WEIGHTS}.partial.weights.h5"
     net.save_weights(str(staging))
+    if float16:
+        io_utils.store_h5_float16(staging)
     os.replace(staging, weights)
     config = {k: v for k, v in net.get_config().items() if k not in ("name", "trainable", "dtype")}
     io_utils.write_json(out_dir / SHIPPED_CONFIG, {**record, "net_config": config})

@@ -88,6 +88,7 @@ class TrainConfig:
     eval_data: str = ""
     model_dir: str = ""
     resume: bool = False
+    init_weights: str = ""            # a fresh run's generator starts from these weights (shipped folder/checkpoint)
     strategy: str = "default"
     net_preset: str = "paper"
     white_prior: bool = False
@@ -191,6 +192,26 @@ def build_trainer(config: TrainConfig, uv_size, uv_mask, symmetry_index, steps_p
     return trainer
 
 
+def warm_start_generator(generator, source, log=print):
+    """Copies the weights of a trained refinement network (a shipped folder such as saved_models/refinement_net/,
+    a run folder or a checkpoint prefix; `load_refinement_net`) into ``generator``, which must have the same
+    architecture. The optimisers and the discriminator start afresh: this continues training from shipped weights,
+    whose optimiser state is not shipped (it would triple the file).
+
+    Raises TrainingError when the architectures differ."""
+    from tf_facetex.refinement.checkpoint import load_refinement_net
+
+    trained, info = load_refinement_net(source, log=log)
+    mine = [tuple(w.shape) for w in generator.weights]
+    theirs = [tuple(w.shape) for w in trained.weights]
+    if mine != theirs:
+        raise TrainingError(f"--init_weights {source}: its network ({info.get('net_preset')} preset, UV "
+                            f"{info['uv_size']}, {trained.count_params():,} parameters) is not this run's "
+                            f"({generator.count_params():,} parameters); use the same --net and samples' UV size")
+    generator.set_weights(trained.get_weights())
+    log(f"[train] generator initialised from {info['checkpoint']} (optimisers and discriminator start afresh)")
+
+
 def restore_trainer(model_dir, checkpoint=None, log=print) -> FaceTexTrainer:
     """A trainer rebuilt from a run folder's run_config.json with a checkpoint's weights (default: the newest).
 
@@ -252,6 +273,8 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
     start_step = checkpoints.resume_step(keeper, config.resume, log, "train")
     if start_step:
         log(f"[train] resumed from {keeper.latest}: step {start_step}, epoch {int(trainer.epoch.numpy())}")
+    elif config.init_weights:
+        warm_start_generator(trainer.generator, config.init_weights, log)
     trainer.update_epoch()
 
     def dataset_fn(context):
