@@ -3,7 +3,8 @@ refinement_net.weights.h5) and MODEL_CARD.md (architecture, parameters, data and
 command, held-out figures, sha256).
 
     python scripts/ship_refinement_net.py --run_dir=outputs/refine_cpu/authors \
-        --samples_json=docs/results/real_recipe_samples.json --eval_json=docs/results/eval_real_net.json
+        --samples_json=docs/results/real_recipe_samples.json \
+        --eval_json=docs/results/eval_real_net.json,docs/results/eval_synthetic_net.json
 """
 from absl import flags
 
@@ -14,7 +15,8 @@ flags.DEFINE_string("run_dir", None, "scripts/train.py run folder (its newest ch
 flags.DEFINE_string("out", "saved_models/refinement_net", "Shipped network folder.")
 flags.DEFINE_string("name", "refinement_net_cpu_real", "Name recorded in network.json and the card.")
 flags.DEFINE_string("samples_json", "docs/results/real_recipe_samples.json", "The recipe's sample summary (data).")
-flags.DEFINE_string("eval_json", "", "scripts/evaluate.py result on the test split (held-out table), optional.")
+flags.DEFINE_list("eval_json", [], "scripts/evaluate.py results (held-out tables: the real test split, the synthetic "
+                  "set), optional.")
 flags.DEFINE_string("check_data", "outputs/real_recipe/samples/val/samples-*.tfrecord",
                     "Refinement samples (glob) on which float32 and float16-rounded weights are compared.")
 flags.DEFINE_integer("check_samples", 32, "Samples of --check_data used for the float16 comparison.")
@@ -91,14 +93,19 @@ def main(argv):
     if final_val:
         lines.append(f"Validation at step {final_val['step']}: " + ", ".join(
             f"{k} {v:.4g}" for k, v in sorted(final_val.items()) if k not in ("step", "kind")))
-    if FLAGS.eval_json:
-        result = json.loads(pathlib.Path(FLAGS.eval_json).read_text())
-        lines += ["", f"Test split ({result['images']} photos; `scripts/evaluate.py`, {FLAGS.eval_json}):", "",
-                  "| variant | OD PSNR | OD SSIM | OC PSNR | ms/image |", "|---|---|---|---|---|"]
+    columns = (("od_psnr", "OD PSNR", "{:.2f}"), ("od_ssim", "OD SSIM", "{:.3f}"), ("oc_psnr", "OC PSNR", "{:.2f}"),
+               ("od_identity", "OD identity", "{:.3f}"), ("albedo_si_rmse", "albedo si-RMSE", "{:.4f}"),
+               ("relight_rmse", "relight RMSE", "{:.4f}"))
+    for path in FLAGS.eval_json:
+        result = json.loads(pathlib.Path(path).read_text())
+        shown = [c for c in columns if any(c[0] in v for v in result["variants"].values())]
+        lines += ["", f"{result['data']} ({result['images']} images; `scripts/evaluate.py`, {path}):", "",
+                  "| variant | " + " | ".join(label for _, label, _ in shown) + " | ms/image |",
+                  "|---|" + "---|" * (len(shown) + 1)]
         for name, values in result["variants"].items():
             timing = (result.get("ms_per_image") or {}).get(name)
-            lines.append(f"| {name} | {values.get('od_psnr', float('nan')):.2f} | {values.get('od_ssim', float('nan')):.3f}"
-                         f" | {values.get('oc_psnr', float('nan')):.2f} | {timing if timing is None else round(timing)} |")
+            cells = [form.format(values[key]) if key in values else "" for key, _, form in shown]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {'' if timing is None else round(timing)} |")
     lines += ["", f"Storage: {record['storage']['dtype']}. With the weights rounded to float16 the albedo and light maps "
               f"differ from float32's by at most {float16_error:.2e} on {record['storage']['checked_on']} (tolerance "
               f"{FLAGS.float16_tolerance:g}: float16 is stored when within it; the loader casts back to float32).", ""]

@@ -105,3 +105,16 @@ def test_markdown_rows_follow_detailed_light():
     assert "| prior (A, L) | 0.1000 | 20.00 | 0.500 | – |" in table
     assert "| fit OD (A', L') | 0.0500 | 30.00 | 0.900 | – |" in table
     assert "albedo si-RMSE" not in table
+
+
+def test_paired_variants_are_per_image_differences_with_the_right_direction():
+    from tf_facetex.evaluation.benchmark import paired_variants
+
+    result = {"per_image": {"fit": {"od_psnr": [30.0, 31.0, 29.0, 30.5], "od_l1": [0.02, 0.03, 0.02, 0.01]},
+                            "fit_adam": {"od_psnr": [29.0, 31.5, 28.0, 30.0], "od_l1": [0.03, 0.02, 0.02, 0.02]}}}
+    paired = paired_variants(result, [("fit", "fit_adam")])["fit - fit_adam"]
+    assert paired["od_psnr"]["mean_difference"] == pytest.approx(0.5)
+    assert paired["od_psnr"]["share_better"] == 0.75 and not paired["od_psnr"]["lower_is_better"]
+    assert paired["od_l1"]["lower_is_better"] and paired["od_l1"]["share_better"] == 0.5   # 0.02<0.03, 0.01<0.02
+    low, high = paired["od_psnr"]["ci95"]
+    assert low <= 0.5 <= high

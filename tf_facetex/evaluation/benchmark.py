@@ -31,14 +31,32 @@ def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_
             built[name] = V.unwrapped_variant
         elif name == "fit":
             built[name] = V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps))
+        elif name == "fit_adam":   # the previous algorithm (per-step Adam loop), kept for paired comparisons
+            built[name] = V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps, solver="adam"))
         else:
-            raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit; networks via --checkpoints)")
+            raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit, fit_adam; networks via "
+                             "--checkpoints)")
     for name, path in checkpoints.items():
         net, _ = load_refinement_net(path, log=lambda *_: None)
         built[name] = V.network_variant(net, uv_mask)
         if net_fit_steps:
             built[f"{name}+fit"] = V.net_fit_variant(net, uv_mask, symmetry_index, net_fit_steps)
     return built
+
+
+def paired_variants(result, pairs):
+    """Paired comparisons of variants on the same images from `evaluate_variants`' per-image values: for each
+    (method, baseline) in ``pairs``, per metric the mean difference, its 95% bootstrap interval and the share of
+    images on which the method is better (`prior.evaluation.paired_comparison`; L1 and RMSE columns: lower is
+    better). Returns {'method - baseline': {metric: ...}}."""
+    from tf_facetex.prior.evaluation import paired_comparison
+
+    out = {}
+    for method, baseline in pairs:
+        values, base = result["per_image"][method], result["per_image"][baseline]
+        lower = tuple(k for k in values if k.endswith(("l1", "rmse")))
+        out[f"{method} - {baseline}"] = paired_comparison(values, base, lower_is_better=lower)
+    return out
 
 
 def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", identity="dlib", limit=None,

@@ -47,32 +47,46 @@ def time_default_path(make_reconstructor, faces, batch, solvers=("xla", "adam"),
 
     ``make_reconstructor(fit_config)`` builds the product's `Reconstructor` whose `FitRefiner` uses that
     `refinement.fit.UVFitConfig` (scripts/bench.py passes it: this layer does not import the pipeline).
-    Each solver gets a fresh reconstructor and its first call; then the timed calls alternate between the
-    solvers (rotating order), so that they share the machine's load. Returns one dict per solver."""
+    Returns one dict per solver (`time_reconstructors`, with the solver's settings)."""
+    factories = {solver: (lambda solver=solver: make_reconstructor(UVFitConfig(**SOLVERS[solver])))
+                 for solver in solvers}
+    runs = time_reconstructors(factories, faces, batch, repeats, key="solver")
+    for run in runs:
+        run.update({k: v for k, v in SOLVERS[run["solver"]].items() if k != "solver"})
+    return runs
+
+
+def time_reconstructors(factories, faces, batch, repeats=2, key="name"):
+    """Timings of several reconstructors at one batch size on aligned faces (cycled to fill the batch).
+
+    ``factories``: {name: zero-argument callable building a `Reconstructor`}. Each gets a fresh reconstructor
+    and its first call; then the timed calls alternate between them (rotating order), so that they share the
+    machine's load. Returns one dict per name: first_call_s, traces, ms_per_photo (median), detailed_psnr_db."""
     batch_faces = [faces[k % len(faces)] for k in range(batch)]
+    names = list(factories)
     reconstructors, runs = {}, {}
-    for solver in solvers:
-        reconstructors[solver] = make_reconstructor(UVFitConfig(**SOLVERS[solver]))
+    for name in names:
+        reconstructors[name] = factories[name]()
         with count_traces() as first_traces:
             start = time.perf_counter()
-            reconstructors[solver].reconstruct(batch_faces)
+            reconstructors[name].reconstruct(batch_faces)
             first = time.perf_counter() - start
-        runs[solver] = {"solver": solver, **SOLVERS[solver], "batch": batch, "first_call_s": round(first, 2),
-                        "traces_first_call": first_traces.total,
-                        "trace_seconds_first_call": first_traces.as_dict()["seconds_by_name"],
-                        "times": [], "traces": [], "psnr": None}
+        runs[name] = {key: name, "batch": batch, "first_call_s": round(first, 2),
+                      "traces_first_call": first_traces.total,
+                      "trace_seconds_first_call": first_traces.as_dict()["seconds_by_name"],
+                      "times": [], "traces": [], "psnr": None}
     for repeat in range(repeats):
-        order = list(solvers[repeat % len(solvers):]) + list(solvers[:repeat % len(solvers)])
-        for solver in order:
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
             with count_traces() as traces:
                 start = time.perf_counter()
-                results = reconstructors[solver].reconstruct(batch_faces)
-                runs[solver]["times"].append(time.perf_counter() - start)
-            runs[solver]["traces"].append(traces.total)
-            runs[solver]["psnr"] = float(np.mean([r.metrics["detailed_psnr_db"] for r in results]))
+                results = reconstructors[name].reconstruct(batch_faces)
+                runs[name]["times"].append(time.perf_counter() - start)
+            runs[name]["traces"].append(traces.total)
+            runs[name]["psnr"] = float(np.mean([r.metrics["detailed_psnr_db"] for r in results]))
     out = []
-    for solver in solvers:
-        run = runs[solver]
+    for name in names:
+        run = runs[name]
         times, traces, psnr = run.pop("times"), run.pop("traces"), run.pop("psnr")
         run.update({"ms_per_photo": round(1e3 * float(np.median(times)) / batch, 1),
                     "traces_per_later_call": int(max(traces)) if traces else None,

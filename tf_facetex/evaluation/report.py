@@ -271,14 +271,16 @@ def synthetic_section(data):
     for metrics in variants.values():
         metric_keys += [k for k in metrics if k not in metric_keys]
     other = [k for k in metric_keys if not k.startswith(("od_", "oc_"))]
-    header = ["variant"] + [label for _, label in SYNTH_COLUMNS] + [f"`{k}`" for k in other]
+    timing = data.get("ms_per_image") or {}
+    header = (["variant"] + [label for _, label in SYNTH_COLUMNS] + [f"`{k}`" for k in other]
+              + (["ms/image (detail stage)"] if timing else []))
     rows, ranking = [], []
     for name, metrics in variants.items():
         tags = [("OD (A', L')", "od"), ("OC (A', L)", "oc")] if light.get(name) else [("", "oc")]
         for label, tag in tags:
             row = [f"{name} {label}".strip() if name != "prior" or label else "prior (A, L)"]
             row += [metrics.get(f"{tag}_{key}") for key, _ in SYNTH_COLUMNS] + [metrics.get(k) for k in other]
-            rows.append(row)
+            rows.append(row + ([timing.get(name)] if timing else []))
             if metrics.get(f"{tag}_psnr") is not None:
                 ranking.append((metrics[f"{tag}_psnr"], row[0]))
     lines += table(header, rows)
@@ -321,6 +323,32 @@ SECTIONS = [
      "The same columns as the synthetic table, on real test photos no training image comes from (split by "
      "content hash, duplicates removed); there is no ground-truth albedo for real photos, so only the re-render "
      "columns exist.", synthetic_section),
+    ("eval_real_net.json", "The shipped networks on the real test split: prior, fit, net, net+fit",
+     ".venv/bin/python scripts/evaluate.py --data='outputs/real_recipe/samples/test/samples-*.tfrecord' "
+     "--variants=prior,fit --checkpoints=net=saved_models/refinement_net --net_fit_steps=30 --identity=dlib "
+     "--fit_steps=150 --face_model=default --json=docs/results/eval_real_net.json",
+     "The refiner modes of `scripts/reconstruct.py --refiner` in one run on the same held-out real photos "
+     "(samples from the fit prior, UV 128, the shipped network's size): `fit` = 150-step per-image fit, `net` = one "
+     "forward pass of saved_models/refinement_net, `net+fit` = the network's A', L' as the start of a 30-step fit. "
+     "ms/image is the detail stage alone (after the first batch, batch 8, 2 shared CPU cores).", synthetic_section),
+    ("eval_synthetic_net.json", "The shipped networks on synthetic faces with ground truth: prior, fit, net, net+fit",
+     ".venv/bin/python scripts/evaluate.py --data='outputs/synth_eval128_samples/*.tfrecord' --variants=prior,fit "
+     "--checkpoints=net=saved_models/refinement_net --net_fit_steps=30 --identity=dlib --fit_steps=150 "
+     "--face_model=default --json=docs/results/eval_synthetic_net.json",
+     "The same four modes on the 32 held-out synthetic faces of the synthetic table (seed 777), made at UV 128 so "
+     "that the shipped network can run on them (`make_synthetic.py --uv_size 128`, `make_refinement_samples.py "
+     "--uv_size 128`): the albedo columns measure against the ground truth.", synthetic_section),
+    ("bench_refiner_modes.json", "Refiner modes end to end",
+     ".venv/bin/python scripts/bench_refiner_modes.py --json docs/results/bench_refiner_modes.json",
+     "The whole reconstruction of an aligned photo (prior, unwrap, detail stage, renders, turntable) per refiner "
+     "mode, at batch 1, the modes interleaved so that they share the load; `regressor+net` uses the shipped prior "
+     "regressor instead of the landmark + photometric fit. `speedup_over_fit` = fit's ms/photo / the mode's.", None),
+    ("refine_cpu_curves.json", "Learning curves of the shipped refinement network",
+     ".venv/bin/python scripts/plot_learning_curves.py --run_dir=outputs/refine_cpu/authors "
+     "--out=docs/results/refine_cpu_curves.png --json=docs/results/refine_cpu_curves.json",
+     "Validation (160 photos of train shards 60-63, never trained on) every 250 steps: the weighted UV loss terms "
+     "and the re-render PSNR; `flattening` is the relative change of the validation loss over the last ~20% of the "
+     "steps.", None),
     ("eval_masks.json", "Face masks against CelebAMask-HQ labels",
      ".venv/bin/python scripts/eval_masks.py --json docs/results/eval_masks.json --parsing_weights "
      "outputs/parsing_net/parsing_net.keras",

@@ -99,7 +99,7 @@ def evaluate_prior(trainer: PriorTrainer, dataset, max_batches=None, with_baseli
 LOWER_IS_BETTER = ("landmark_px", "shape_rmse_mm", "id_rmse", "exp_rmse", "angle_error_deg")
 
 
-def paired_comparison(values: dict, baseline: dict, resamples=2000, seed=0) -> dict:
+def paired_comparison(values: dict, baseline: dict, resamples=2000, seed=0, lower_is_better=LOWER_IS_BETTER) -> dict:
     """Per metric, a paired comparison of two methods on the same faces ({metric: [N]} each): the mean difference
     (method - baseline), its 95% bootstrap interval (faces resampled with replacement) and the share of faces on
     which the method is better -- so that "beats the mean face" is a statement with an error bar."""
@@ -110,10 +110,10 @@ def paired_comparison(values: dict, baseline: dict, resamples=2000, seed=0) -> d
         if not diff.size:
             continue
         means = diff[rng.integers(0, diff.size, (resamples, diff.size))].mean(axis=1)
-        better = diff < 0 if name in LOWER_IS_BETTER else diff > 0
+        better = diff < 0 if name in lower_is_better else diff > 0
         out[name] = {"mean_difference": float(diff.mean()), "ci95": [float(np.percentile(means, 2.5)),
                                                                      float(np.percentile(means, 97.5))],
-                     "share_better": float(better.mean()), "lower_is_better": name in LOWER_IS_BETTER}
+                     "share_better": float(better.mean()), "lower_is_better": name in lower_is_better}
     return out
 
 
