@@ -42,6 +42,11 @@ flags.DEFINE_string("figure", None, "Write the mean / components figure (PNG) he
 flags.DEFINE_string("report", None, "Write the JSON report here.")
 flags.DEFINE_string("cache", None, "Keep the fitted, unwrapped photos in this .npz (reused when it was made with the "
                     "same --images, --limit, --uv_size, --held_out_fraction and face model): rebuilds skip the fitting.")
+flags.DEFINE_list("compare_with", [], "Other UV albedo models (<name>.uv.npz of earlier builds) to score on this "
+                  "build's held-out photos beside the new one (e.g. a build from fewer photos).")
+flags.DEFINE_list("evaluate_only", [], "Build nothing: fit every photo of --images as held out and score these "
+                  "UV albedo models (<name>.uv.npz) on them, e.g. two builds on a test split neither saw (--report "
+                  "gets the figures).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -137,6 +142,40 @@ def fit_photos(prior, renderer):
     return am.UnwrappedPhotos.concatenate(train), am.UnwrappedPhotos.concatenate(held_out), skipped
 
 
+def score_held_out(held_out, region, frontal, models):
+    """Held-out photos: their de-lit albedo (the fitting path's light, independent of any model) on valid texels,
+    reconstructed by each model's mean alone, mean with a per-channel gain, and basis, on the same texels and
+    weights (those of the first model's mean). models: name -> UVAlbedoModel or (UVAlbedoModel, mean_uv,
+    basis_uv). Returns {'photos', 'mae': name -> figures}; prints one line per model."""
+    import numpy as np
+
+    from tf_facetex import albedo_model as am
+
+    albedo, valid = am.delight_photos(held_out, region, None, frontal)
+    # The same photo checks as the training photos get (see am.build_from_photos).
+    usable = ((am.coverage_fractions(valid, region) >= FLAGS.min_coverage)
+              & ~am.implausible_lights(held_out.gamma, frontal, region))
+    usable &= ~am.atypical_photos(albedo, valid, region)
+    albedo, valid = albedo[usable], valid[usable]
+    first = next(iter(models.values()))
+    first = first[0] if isinstance(first, tuple) else first
+    weights = am.robust_weights(albedo, valid, first.mean_uv, region)
+    summary = {}
+    for name, spec in models.items():
+        uv_model, mean_uv, basis_uv = spec if isinstance(spec, tuple) else (spec, None, None)
+        values = am.reconstruction_errors(uv_model, albedo, weights, mean_uv, basis_uv)
+        summary[name] = {key: value["mae"] for key, value in values.items()}
+        for split in ("all", "half"):
+            basis = np.array(values[f"basis/fit={split}"]["per_photo"])
+            mean = np.array(values[f"mean/fit={split}"]["per_photo"])
+            summary[name][f"basis_better_than_mean/fit={split}"] = float(np.mean(basis < mean))
+        e = summary[name]
+        print(f"held-out albedo MAE of {name} over {int(usable.sum())} photos (coefficients fitted on half the texels, "
+              f"scored on the other half): mean {e['mean/fit=half']:.4f}, mean x gain {e['mean_gain/fit=half']:.4f}, "
+              f"basis {e['basis/fit=half']:.4f}; fitted and scored on all: basis {e['basis/fit=all']:.4f}")
+    return {"photos": int(usable.sum()), "mae": summary}
+
+
 def main(argv):
     del argv
     import json
@@ -151,14 +190,15 @@ def main(argv):
     from tf_facetex.prior.landmark_fit import LandmarkFitConfig
     from tf_facetex.prior.module import PriorConfig, PriorModule
 
-    if not FLAGS.images or not FLAGS.out:
-        raise FaceTexError("--images and --out are required (see --help)")
+    if not FLAGS.images or not (FLAGS.out or FLAGS.evaluate_only):
+        raise FaceTexError("--images and --out (or --evaluate_only) are required (see --help)")
     if FLAGS.components < 1:
         raise FaceTexError("--components must be at least 1")
     start = time.perf_counter()
-    out = pathlib.Path(FLAGS.out)
+    out = pathlib.Path(FLAGS.out or "unused.npz")
     uv_out = out.with_name(out.name[: -len(out.suffix)] + ".uv.npz" if out.suffix else out.name + ".uv.npz")
-    model = load_face_model(FLAGS.face_model)
+    # The basis is built on the model's own (uniform) albedo, never on top of an earlier albedo prior.
+    model = load_face_model(FLAGS.face_model, albedo_prior="none")
     prior = PriorModule(model, PriorConfig(uv_size=FLAGS.uv_size,
                                            landmark=LandmarkFitConfig(steps=FLAGS.fit_steps)))
     renderer = prior.renderer
@@ -169,6 +209,8 @@ def main(argv):
     key = json.dumps({"images": FLAGS.images, "limit": FLAGS.limit, "uv_size": FLAGS.uv_size,
                       "held_out_fraction": FLAGS.held_out_fraction, "fit_steps": FLAGS.fit_steps,
                       "face_model": model.source})
+    if FLAGS.evaluate_only:
+        FLAGS.held_out_fraction = 1.0       # every photo is a test photo
     if FLAGS.cache and pathlib.Path(FLAGS.cache).is_file():
         with np.load(FLAGS.cache, allow_pickle=False) as cached:
             if str(cached["key"]) != key:
@@ -186,6 +228,16 @@ def main(argv):
                     np.savez(handle, key=np.array(key), skipped=np.array(skipped, dtype=str),
                              **train.arrays("train/"), **held_out.arrays("held_out/"))
     fit_seconds = time.perf_counter() - start
+    if FLAGS.evaluate_only:
+        models = {path: am.UVAlbedoModel.load(path) for path in FLAGS.evaluate_only}
+        report = {"face_model": model.source, "images": FLAGS.images, "uv_size": FLAGS.uv_size,
+                  "evaluate_only": FLAGS.evaluate_only, "fitted_photos": len(held_out), "skipped": len(skipped),
+                  "held_out": score_held_out(held_out, region, frontal, models)}
+        report["seconds"] = {"fitting": round(fit_seconds, 1), "total": round(time.perf_counter() - start, 1)}
+        if FLAGS.report:
+            io_utils.write_json(FLAGS.report, report)
+            print(f"wrote {FLAGS.report}")
+        return
     if len(train) <= FLAGS.components:
         raise FaceTexError(f"{len(train)} training photos for {FLAGS.components} components ({len(skipped)} "
                            "skipped); add photos or lower --components")
@@ -219,30 +271,11 @@ def main(argv):
               "first_component_brightness_cosine": am.brightness_cosine(uv_model),
               "mean_albedo_region_average_rgb": uv_model.mean_uv[uv_model.region].mean(0).tolist()}
     if len(held_out):
-        albedo, valid = am.delight_photos(held_out, region, None, frontal)
-        # The same photo checks as the training photos get (see am.build_from_photos).
-        usable = ((am.coverage_fractions(valid, region) >= FLAGS.min_coverage)
-                  & ~am.implausible_lights(held_out.gamma, frontal, region))
-        usable &= ~am.atypical_photos(albedo, valid, region)
-        albedo, valid = albedo[usable], valid[usable]
-        weights = am.robust_weights(albedo, valid, uv_model.mean_uv, region)
         vertex_mean = renderer.rasterize_to_uv(built.albedo_mean[None]).numpy()[0]
         vertex_basis = renderer.rasterize_to_uv(built.albedo_basis).numpy()
-        errors = {"uv_model": am.reconstruction_errors(uv_model, albedo, weights),
-                  "vertex_model": am.reconstruction_errors(uv_model, albedo, weights, vertex_mean, vertex_basis)}
-        summary = {}
-        for kind, values in errors.items():
-            summary[kind] = {name: value["mae"] for name, value in values.items()}
-            for split in ("all", "half"):
-                basis = np.array(values[f"basis/fit={split}"]["per_photo"])
-                mean = np.array(values[f"mean/fit={split}"]["per_photo"])
-                summary[kind][f"basis_better_than_mean/fit={split}"] = float(np.mean(basis < mean))
-        report["held_out"] = {"photos": int(usable.sum()), "mae": summary}
-        e = summary["uv_model"]
-        print(f"held-out albedo MAE over {int(usable.sum())} photos (coefficients fitted on half the texels, scored on "
-              f"the other half): mean {e['mean/fit=half']:.4f}, mean x gain {e['mean_gain/fit=half']:.4f}, "
-              f"basis {e['basis/fit=half']:.4f}; fitted and scored on all: mean {e['mean/fit=all']:.4f}, "
-              f"basis {e['basis/fit=all']:.4f}")
+        models = {"uv_model": uv_model, "vertex_model": (uv_model, vertex_mean, vertex_basis)}
+        models.update({f"compare:{path}": am.UVAlbedoModel.load(path) for path in FLAGS.compare_with})
+        report["held_out"] = score_held_out(held_out, region, frontal, models)
     if FLAGS.figure:
         io_utils.write_image(FLAGS.figure, am.albedo_model_figure(built, uv_model))
         print(f"wrote {FLAGS.figure}")

@@ -28,10 +28,11 @@ def faces_dir():
 
 @pytest.fixture(scope="session")
 def ict_model():
-    """The ICT-FaceKit model, converted once into the cache (uses ../shared's archive when present)."""
+    """The ICT-FaceKit model as converted (its uniform tone; without the shipped albedo prior), converted once into
+    the cache (uses ../shared's archive when present)."""
     from tf_facetex.face_model import load_face_model
     try:
-        return load_face_model(None, allow_clone=False, log=lambda *_: None)
+        return load_face_model(None, allow_clone=False, log=lambda *_: None, albedo_prior="none")
     except Exception as err:  # noqa: BLE001 - turned into a skip with the reason
         pytest.skip(f"ICT-FaceKit not available here ({err})")
 

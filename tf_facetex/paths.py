@@ -61,6 +61,16 @@ def refinement_net_dir() -> pathlib.Path:
     return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "refinement_net"
 
 
+def albedo_prior_file():
+    """Where the shipped albedo prior of ICT-FaceKit is looked for: ``$TF_FACETEX_ALBEDO_PRIOR`` (a path, or
+    ``none`` to keep the model's uniform tone; then None is returned) or
+    ``saved_models/albedo_model/ict_albedo_prior.npz`` (written by scripts/ship_albedo_model.py)."""
+    env = os.environ.get("TF_FACETEX_ALBEDO_PRIOR")
+    if env and env.strip().lower() == "none":
+        return None
+    return pathlib.Path(env) if env else REPO_ROOT / "saved_models" / "albedo_model" / "ict_albedo_prior.npz"
+
+
 PRIOR_REGRESSOR_CONFIG = "regressor.json"
 PRIOR_REGRESSOR_WEIGHTS = "regressor.weights.h5"
 
