@@ -4,6 +4,8 @@
       --figure docs/results/eval_relight.png
   .venv/bin/python scripts/eval_relight.py --json /tmp/relight.json --subjects 1 --lights A+000E+00,A+050E+00 \
       --fit_steps 10 --landmark_steps 20        # quick run
+  nice -n 5 .venv/bin/python scripts/eval_relight.py --mode single,multi --json docs/results/eval_relight.json \
+      --figure docs/results/eval_relight.png    # with the multi-photo mode
 
 Every photo of a subject is reconstructed ON ITS OWN by the product's `Reconstructor` (per-image fit path, the
 default of scripts/reconstruct.py; faces found by the product's detector with the same-subject fallback), then
@@ -11,6 +13,11 @@ scored by tf_facetex/evaluation/relight.py: per-texel coefficient of variation o
 subject's lights vs that of the lit texture A' x shading (ratio: how much of the light is left in A'), and
 cross-relighting PSNR of R(A'_i, L'_j) against photo j vs photo i itself. Default subset: the first 6
 subjects x 6 lights (frontal, +-25 and +-50 deg azimuth, 45 deg above).
+
+``--mode single,multi`` adds the multi-photo mode (scripts/reconstruct.py --same_person): the lights are split in two
+halves (--multi_half and the rest); one albedo is fitted to each half's photos together, each photo of the other
+half gets only its light fitted with that albedo fixed, and the same two measures are taken on the same photo
+pairs and texels as the single mode (tf_facetex/evaluation/relight.py, `evaluate_subject_multi`).
 """
 import os
 import sys
@@ -35,10 +42,43 @@ flags.DEFINE_integer("fit_steps", 150, "UV-fit steps (the product default).")
 flags.DEFINE_integer("landmark_steps", 300, "Landmark-fit steps (the product default).")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face masker (the product default: parsing).")
 flags.DEFINE_string("face_model", None, "Face model (default: see README).")
+flags.DEFINE_enum("landmark_net", "shipped", ["shipped", "none"], "The detector's second landmark model (the product "
+                  "default: shipped; none: dlib's points only), for measuring its effect; recorded in the protocol.")
+flags.DEFINE_list("baseline", [], "name=result.json entries (earlier runs of this script): their summary, command and "
+                  "pipeline are copied into the JSON, to be shown beside this run's.")
+flags.DEFINE_list("fit_overrides", [], "UV-fit settings other than the product's, name=value (fields of "
+                  "tf_facetex.refinement.fit.UVFitConfig, e.g. symmetry_weighting=uniform,light_resolution=16): for "
+                  "measuring a lever; recorded in the JSON's pipeline.")
+flags.DEFINE_list("mode", ["single"], "Which modes: single (each photo alone), multi (one albedo per half of the "
+                  "lights, relit to the other half's held-out lights; needs single too, for the comparison).")
+flags.DEFINE_list("multi_half", ["A+000E+00", "A+050E+00", "A-050E+00"], "Lights of the first half in the multi "
+                  "mode (the other --lights form the second half).")
+
+
+def fit_refiner_with(reconstructor, steps, overrides):
+    """The product's `FitRefiner` with some `UVFitConfig` fields replaced ('name=value' strings)."""
+    import dataclasses
+
+    from tf_facetex.errors import FaceTexError
+    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+
+    config = UVFitConfig(steps=steps)
+    fields = {field.name: field for field in dataclasses.fields(UVFitConfig)}
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            raise FaceTexError(f"--fit_overrides {item!r}: expected name=value with a UVFitConfig field "
+                               f"({', '.join(fields)})")
+        kind = type(getattr(config, name))
+        changes[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    renderer = reconstructor.renderer
+    return FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, dataclasses.replace(config, **changes))
 
 
 def main(argv):
     del argv
+    import json
     import pathlib
 
     import numpy as np
@@ -52,6 +92,12 @@ def main(argv):
 
     if not FLAGS.json:
         raise FaceTexError("--json is required")
+    modes = set(FLAGS.mode)
+    if not modes or not modes <= {"single", "multi"} or modes == {"multi"}:
+        raise FaceTexError("--mode must be single or single,multi (multi is compared with single on the same pairs)")
+    split = [FLAGS.lights.index(code) for code in FLAGS.multi_half if code in FLAGS.lights]
+    if "multi" in modes and (len(split) != len(FLAGS.multi_half) or not 0 < len(split) < len(FLAGS.lights)):
+        raise FaceTexError("--multi_half must be some, not all, of --lights")
     faces_root = paths.faces_dir()
     folder = pathlib.Path(FLAGS.yale_dir or (faces_root / "yaleb_cropped_dev" if faces_root else ""))
     if not (folder / "index.tsv").is_file():
@@ -66,15 +112,34 @@ def main(argv):
     if not subjects:
         raise FaceTexError("no subject has all of --lights")
 
-    finder = pipeline.FaceFinder(detector=build_detector("auto", group_fallback="landmarks"), masker=FLAGS.masker)
+    second_landmarks = None if FLAGS.landmark_net == "none" else "shipped"
+    finder = pipeline.FaceFinder(detector=build_detector("auto", group_fallback="landmarks",
+                                                         landmark_net=second_landmarks), masker=FLAGS.masker)
     model = load_face_model(FLAGS.face_model)
     config = pipeline.ReconstructionConfig(fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
                                            turntable_yaws=())   # turntables are not scored
     reconstructor = pipeline.Reconstructor(model, config)
+    if FLAGS.fit_overrides:
+        reconstructor.use_refiner(fit_refiner_with(reconstructor, FLAGS.fit_steps, FLAGS.fit_overrides))
     report = {"command": " ".join(sys.argv),
               "protocol": {"subjects": subjects, "lights": FLAGS.lights, "pipeline": reconstructor.describe(),
-                           "masker": FLAGS.masker, "detector": finder.aligner.detector.describe()},
-              "subjects": {}}
+                           "masker": FLAGS.masker, "detector": finder.aligner.detector.describe(),
+                           "modes": sorted(modes), "face_model": model.summary()},
+              "subjects": {}, "load_average": {"start": list(os.getloadavg())}}
+    for item in FLAGS.baseline:
+        name, _, path = item.partition("=")
+        try:
+            earlier = json.loads(pathlib.Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise FaceTexError(f"--baseline {item}: unreadable ({err})") from err
+        report.setdefault("baselines", {})[name] = {
+            "file": path, "command": earlier.get("command"), "summary": earlier.get("summary"),
+            "pipeline": earlier.get("protocol", {}).get("pipeline"), "code": earlier.get("code"),
+            "seconds_per_photo": (earlier.get("summary") or {}).get("seconds_per_photo")}
+    if "multi" in modes:
+        report["protocol"]["multi_halves"] = [[FLAGS.lights[i] for i in split],
+                                              [c for k, c in enumerate(FLAGS.lights) if k not in split]]
+        report["multi"] = {"subjects": {}}
     first = None
     start = time.perf_counter()
     for subject in subjects:
@@ -91,8 +156,21 @@ def main(argv):
               f"{scores['ratio']:.3f}; relit {scores['relit_psnr_mean']:.2f} dB vs photo i "
               f"{scores['baseline_psnr_mean']:.2f}"
               f" dB (gain {scores['gain_db']:+.2f}); {scores['seconds']:.0f} s", flush=True)
+        multi = None
+        if "multi" in modes:
+            t1 = time.perf_counter()
+            multi_scores, multi = relight.evaluate_subject_multi(reconstructor, faces, photos, [split], results, cross)
+            multi_scores["seconds"] = round(time.perf_counter() - t1, 1)
+            report["multi"]["subjects"][subject] = multi_scores
+            m = multi_scores
+            print(f"[eval_relight] {subject} multi: pair CV A' {m['cv_albedo_multi']:.3f} (single "
+                  f"{m['cv_albedo_single_pairs']:.3f}) / lit {m['cv_lit_pairs']:.3f} = ratio {m['ratio_multi']:.3f} "
+                  f"(single {m['ratio_single_pairs']:.3f}); held-out relit {m['relit_psnr_mean']:.2f} dB, gain "
+                  f"{m['gain_db']:+.2f} (single on the same pairs {m['single_gain_db']:+.2f}); {m['seconds']:.0f} s",
+                  flush=True)
         if first is None:
-            first = (subject, results, cross)
+            first = (subject, results, cross, multi[0] if multi else None)
+        report["load_average"]["last"] = list(os.getloadavg())
         io_utils.write_json(FLAGS.json, report)   # partial results survive an interrupted run
     values = list(report["subjects"].values())
     names = ("ratio", "cv_albedo", "cv_lit", "relit_psnr_mean", "baseline_psnr_mean", "gain_db")
@@ -101,15 +179,34 @@ def main(argv):
     report["summary"].update({"subjects": len(values), "photos": photos,
                               "ratio_per_subject": [round(v["ratio"], 4) for v in values],
                               "gain_db_per_subject": [round(v["gain_db"], 3) for v in values],
-                              "seconds_per_photo": round((time.perf_counter() - start) / max(photos, 1), 1)})
+                              "seconds_per_photo": round(sum(v["seconds"] for v in values) / max(photos, 1), 1),
+                              "seconds_total": round(time.perf_counter() - start, 1)})
+    if "multi" in modes:
+        values = list(report["multi"]["subjects"].values())
+        names = ("ratio_multi", "ratio_single_pairs", "cv_albedo_multi", "cv_albedo_single_pairs", "cv_lit_pairs",
+                 "relit_psnr_mean", "single_relit_psnr_mean", "baseline_psnr_mean", "gain_db", "single_gain_db")
+        report["multi"]["summary"] = {name: float(np.mean([v[name] for v in values])) for name in names}
+        report["multi"]["summary"].update({
+            "subjects": len(values), "pairs": int(sum(v["pairs"] for v in values)),
+            "ratio_multi_per_subject": [round(v["ratio_multi"], 4) for v in values],
+            "ratio_single_pairs_per_subject": [round(v["ratio_single_pairs"], 4) for v in values],
+            "gain_db_per_subject": [round(v["gain_db"], 3) for v in values],
+            "single_gain_db_per_subject": [round(v["single_gain_db"], 3) for v in values],
+            "seconds_per_subject": round(float(np.mean([v["seconds"] for v in values])), 1)})
+    report["load_average"]["end"] = list(os.getloadavg())
     io_utils.write_json(FLAGS.json, report)
     if FLAGS.figure and first is not None:
-        subject, results, cross = first
+        subject, results, cross, multi = first
         titles = [f"{subject} {code}" if k == 0 else code for k, code in enumerate(FLAGS.lights)]
-        io_utils.write_image(FLAGS.figure, relight.subject_figure(results, cross, titles))
+        codes = [code.replace("E+00", "") for code in FLAGS.lights]
+        io_utils.write_image(FLAGS.figure, relight.subject_figure(results, cross, titles, multi=multi, codes=codes))
     s = report["summary"]
     print(f"[eval_relight] {s['subjects']} subjects: ratio {s['ratio']:.3f}, relit {s['relit_psnr_mean']:.2f} dB vs "
           f"{s['baseline_psnr_mean']:.2f} dB (gain {s['gain_db']:+.2f} dB) -> {FLAGS.json}")
+    if "multi" in modes:
+        m = report["multi"]["summary"]
+        print(f"[eval_relight] multi: pair ratio {m['ratio_multi']:.3f} vs single {m['ratio_single_pairs']:.3f}; "
+              f"held-out gain {m['gain_db']:+.2f} dB vs single {m['single_gain_db']:+.2f} dB on the same pairs")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ flags.DEFINE_string("regressor_backbone", "resnet50", "Regressor backbone: resne
 flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network folder, a scripts/train.py run folder, "
                     "its checkpoints/ folder or a checkpoint prefix. None: the shipped saved_models/refinement_net/ "
                     "(random init with a warning only when it is absent).")
-flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
+flags.DEFINE_enum("net_preset", "paper", ["paper", "small", "cpu"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
 flags.DEFINE_bool("strict", False, "Refuse to export random weights (no --regressor_weights or --checkpoint).")
 flags.DEFINE_bool("verify", True, "Reload the export with tf.saved_model.load and run both signatures once.")
@@ -91,7 +91,8 @@ def main(argv):
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(out.items()))
         s = uv_size
         refined = loaded.signatures["refine"](texture_uv=tf.zeros([1, s, s, 3]), visibility_uv=tf.zeros([1, s, s, 1]),
-                                              prior_albedo_uv=tf.zeros([1, s, s, 3]))
+                                              prior_albedo_uv=tf.zeros([1, s, s, 3]), gamma=tf.zeros([1, 27]),
+                                              normals_uv=tf.zeros([1, s, s, 3]))
         print(f"[export] reloaded and ran serving_default: {shapes}; refine: "
               + ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(refined.items())))
     print(f"[export] inspect: saved_model_cli show --all --dir {path}")

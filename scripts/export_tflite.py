@@ -23,7 +23,7 @@ flags.DEFINE_string("face_model", None, "Face model (its UV chart masks the refi
 flags.DEFINE_string("checkpoint", None, "Refinement network: a shipped network folder, a scripts/train.py run folder, "
                     "its checkpoints/ folder or a checkpoint prefix. None: the shipped saved_models/refinement_net/ "
                     "(random init with a warning only when it is absent).")
-flags.DEFINE_enum("net_preset", "paper", ["paper", "small"], "Network architecture without --checkpoint.")
+flags.DEFINE_enum("net_preset", "paper", ["paper", "small", "cpu"], "Network architecture without --checkpoint.")
 flags.DEFINE_integer("uv_size", None, "UV size (default: the checkpoint's, else 256).")
 flags.DEFINE_string("regressor_weights", None, "PriorRegressor weights (.weights.h5, with --regressor_backbone). None: "
                     "the shipped saved_models/prior_regressor/ (random init with a warning only when it is absent).")
@@ -48,6 +48,7 @@ def main(argv):
     from tf_facetex.face_model import load_face_model
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
+    from tf_facetex.refinement.network import random_refine_inputs
     from tf_facetex.prior.regressor import build_regressor, resolve_regressor
     from tf_facetex.rendering.uv import build_uv_raster
 
@@ -66,9 +67,7 @@ def main(argv):
         print(f"WARNING: no --checkpoint: exporting a RANDOMLY INITIALISED {FLAGS.net_preset} refinement network")
     uv_mask = build_uv_raster(model, uv_size).mask.astype(np.float32)[..., None]
     rng = np.random.default_rng(0)
-    refine_inputs = {"texture_uv": rng.random((1, uv_size, uv_size, 3), np.float32),
-                     "visibility_uv": (rng.random((1, uv_size, uv_size, 1)) > 0.4).astype(np.float32),
-                     "prior_albedo_uv": rng.random((1, uv_size, uv_size, 3), np.float32)}
+    refine_inputs = random_refine_inputs(rng, 1, uv_size, seen_fraction=0.6)
     jobs = [("refine", tflite.refinement_function(net, uv_mask, uv_size), refine_inputs)]
     if FLAGS.include_regressor:
         regressor, regressor_source = resolve_regressor(model, FLAGS.regressor_weights, FLAGS.regressor_backbone)

@@ -3,8 +3,9 @@
     python scripts/make_synthetic.py --out data/synthetic --n 2000 --seed 0 [--tfrecord] [--max_yaw 60 ...]
 
 Writes, per face i (zero-padded): ``images/i.png`` (the aligned 224 crop), ``albedo/i.png`` (true albedo UV,
-16 bit), ``gt/i.npz`` (albedo_gt_uv, irradiance_gt_uv, coeffs, landmarks, proj/face/occluder masks), and
-``manifest.json``. With ``--tfrecord`` also ``tfrecords/{train,test}-k.tfrecord`` in the data pipeline's
+16 bit), ``gt/i.npz`` (albedo_gt_uv, irradiance_gt_uv, coeffs, landmarks, proj/face/occluder masks, and
+``image_clean``: the same render before the occluder was drawn, with the same noise, the reference of the
+ghosting metric), and ``manifest.json``. With ``--tfrecord`` also ``tfrecords/{train,test}-k.tfrecord`` in the data pipeline's
 format (aligned crop + landmarks + face mask, ground truth as optional fields), split 85/15 by index.
 Face i depends only on (--seed, i): re-running resumes, skipping faces already written.
 """
@@ -55,7 +56,9 @@ def main(argv):
     if FLAGS.n <= 0:
         raise FaceTexError("--n must be positive")
     config = SyntheticConfig(**{name: FLAGS[name].value for name in KNOBS})
-    model = load_face_model(FLAGS.face_model)
+    # The ground truth must not depend on the method's albedo prior (a face painted from the prior's own basis
+    # would favour it): the model's own albedo, never the attached photo-built prior.
+    model = load_face_model(FLAGS.face_model, albedo_prior="none")
     summary = write_synthetic_dataset(model, config, FLAGS.out, FLAGS.n, seed=FLAGS.seed,
                                       batch_size=FLAGS.batch_size, tfrecord=FLAGS.tfrecord,
                                       num_shards=FLAGS.num_shards, test_fraction=FLAGS.test_fraction,

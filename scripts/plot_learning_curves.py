@@ -3,7 +3,8 @@
     python scripts/plot_learning_curves.py --run_dir=outputs/refine_cpu/authors --out=docs/results/refine_cpu_curves.png
 
 Also prints the flattening figure: the relative change of the validation loss (loss_uv_total) over the last 20% of
-the steps.
+the steps. With a ground-truth validation set (scripts/train.py --eval_gt_data: synthetic faces) a fourth panel shows
+the albedo si-RMSE against steps.
 """
 from absl import flags
 
@@ -46,7 +47,8 @@ def main(argv):
             if line.strip()]
     train = [r for r in rows if r.get("kind") == "loss"]
     evals = [r for r in rows if r.get("kind") == "eval"]
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    gt_evals = [r for r in rows if r.get("kind") == "eval_gt"]
+    figure, axes = plt.subplots(1, 4 if gt_evals else 3, figsize=(20 if gt_evals else 15, 4))
     for key in ("total", "image", "symmetry", "prior_l1", "gan"):
         points = [(r["step"], r[key]) for r in train if key in r]
         if points:
@@ -62,6 +64,10 @@ def main(argv):
         if points:
             axes[2].plot(*zip(*points), marker="o", label=key)
     axes[2].set_title("validation re-render PSNR (dB, face mask)")
+    if gt_evals:
+        points = [(r["step"], r["albedo_si_rmse"]) for r in gt_evals if r.get("albedo_si_rmse") is not None]
+        axes[3].plot(*zip(*points), marker="o", label="albedo si-RMSE (network)")
+        axes[3].set_title("synthetic validation: albedo si-RMSE vs ground truth")
     for axis in axes:
         axis.set_xlabel("step")
         axis.legend(fontsize=7)
@@ -75,6 +81,10 @@ def main(argv):
     if flat:
         print(f"validation loss_uv_total: step {flat[0]} {flat[1]:.4f} -> step {flat[2]} {flat[3]:.4f} "
               f"({100 * flat[4]:+.1f}% over the last ~20% of the steps)")
+    flat_gt = flattening(gt_evals, "albedo_si_rmse")
+    if flat_gt:
+        print(f"synthetic validation albedo_si_rmse: step {flat_gt[0]} {flat_gt[1]:.5f} -> step {flat_gt[2]} "
+              f"{flat_gt[3]:.5f} ({100 * flat_gt[4]:+.1f}%)")
     if FLAGS.json:
         from tf_facetex import io_utils
 
@@ -84,7 +94,10 @@ def main(argv):
             "run_dir": FLAGS.run_dir, "figure": FLAGS.out, "last_step": max((r["step"] for r in rows), default=0),
             "flattening": None if not flat else {"key": "loss_uv_total", "from_step": flat[0], "from": flat[1],
                                                  "to_step": flat[2], "to": flat[3], "relative_change": flat[4]},
-            "validation": evals})
+            "albedo_flattening": None if not flat_gt else {
+                "key": "albedo_si_rmse", "from_step": flat_gt[0], "from": flat_gt[1], "to_step": flat_gt[2],
+                "to": flat_gt[3], "relative_change": flat_gt[4]},
+            "validation": evals, "validation_ground_truth": gt_evals})
     print(f"wrote {FLAGS.out}")
 
 

@@ -11,6 +11,13 @@ contact sheet of all results in the folder.
 
 Default path (no weights): the per-image fit for the prior and the UV-space fit for the details. With
 ``--checkpoint`` (a scripts/train.py run folder) the trained refinement network replaces the UV fit.
+
+Several photos of one person: ``--same_person`` (the photos of --input, or of each of its sub-folders, are one
+person) or ``--groups manifest`` fit ONE identity, expression-free shape and albedo to all of a person's photos,
+with a pose, expression and light per photo: one folder per person, ``out/<folder or group>/``, with the files
+above plus ``photos/<photo>/`` (that photo's crop, re-render, overlay and light).
+
+    python scripts/reconstruct.py --input selfies/ --output_dir out/ --same_person
 """
 from absl import flags
 
@@ -67,6 +74,12 @@ flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "Face mask (
 flags.DEFINE_string("parsing_weights", None, "Parsing-network weights for --masker=parsing (default: "
                     "$TF_FACETEX_PARSING_NET or the shipped saved_models/parsing_net/parsing_net.keras; see its "
                     "MODEL_CARD.md). A path given here that does not exist is an error.")
+flags.DEFINE_bool("same_person", False, "The photos of --input (or of each of its sub-folders) are one person: fit "
+                  "one identity, expression-free shape and albedo to them, a pose, expression and light per photo; "
+                  "one folder per person (out/<folder>/, with photos/<photo>/ re-renders). The largest face of each "
+                  "photo is used.")
+flags.DEFINE_string("groups", None, "Like --same_person, with the groups from a manifest: JSON {person: [photo paths]} or "
+                    "TSV lines 'person<TAB>photo path' (relative paths: to the manifest's folder). --input is not used.")
 flags.DEFINE_bool("recursive", True, "Search sub-folders of --input.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -80,8 +93,13 @@ def main(argv):
     from tf_facetex.inputs import list_inputs
     from tf_facetex.lighting_presets import PRESET_NAMES
 
-    if not FLAGS.input or not FLAGS.output_dir:
-        raise FaceTexError("--input and --output_dir are required (see --help)")
+    grouped = FLAGS.same_person or FLAGS.groups is not None
+    if not FLAGS.output_dir or not (FLAGS.input or FLAGS.groups):
+        raise FaceTexError("--input and --output_dir are required (--groups may replace --input; see --help)")
+    if grouped and FLAGS.all_faces:
+        raise FaceTexError("--same_person / --groups take the largest face of each photo; drop --all_faces")
+    if FLAGS.same_person and FLAGS.groups:
+        raise FaceTexError("give --same_person (groups by folder) or --groups (a manifest), not both")
     if FLAGS.prior == "regressor" and not FLAGS.regressor_weights:
         from tf_facetex import paths
 
@@ -96,13 +114,21 @@ def main(argv):
         raise FaceTexError(f"--turntable_light must be one of {', '.join(PRESET_NAMES)}")
     # --checkpoint alone keeps its earlier meaning (the network instead of the fit)
     refiner_mode = "net" if FLAGS.checkpoint and not FLAGS["refiner"].present else FLAGS.refiner
+    if grouped and refiner_mode == "net":
+        raise FaceTexError("--same_person / --groups fit one albedo to several photos: use --refiner fit (the default) "
+                           "or net+fit")
     if FLAGS.net_fit_steps < 1:
         raise FaceTexError("--net_fit_steps must be >= 1")
     if FLAGS.fit_steps < 1 or FLAGS.batch_size < 1 or (FLAGS.uv_size is not None and FLAGS.uv_size < 16):
         raise FaceTexError("--fit_steps and --batch_size must be >= 1 and --uv_size >= 16")
-    listing = list_inputs(FLAGS.input, recursive=FLAGS.recursive, output_dir=FLAGS.output_dir)
+    if FLAGS.groups:
+        groups = pipeline.read_group_manifest(FLAGS.groups)
+        listing = None
+    else:
+        listing = list_inputs(FLAGS.input, recursive=FLAGS.recursive, output_dir=FLAGS.output_dir)
+        groups = pipeline.groups_by_folder(listing.files, FLAGS.input) if FLAGS.same_person else None
     out_dir = pipeline.check_output_dir(FLAGS.output_dir)
-    for note in listing.notes:
+    for note in (listing.notes if listing else []):
         print(f"[reconstruct] {note}")
     from tf_facetex.data.known_faces import build_detector
 
@@ -123,12 +149,24 @@ def main(argv):
               f"UV {reconstructor.config.uv_size}")
         return reconstructor
 
-    summary = pipeline.reconstruct_inputs(
-        listing.files, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size,
-        options=pipeline.OutputOptions(mesh_pose=FLAGS.mesh_pose), all_faces=FLAGS.all_faces,
-        progress=FLAGS.progress, verbose=FLAGS.verbose, skipped=listing.skipped)
+    options = pipeline.OutputOptions(mesh_pose=FLAGS.mesh_pose)
+    skipped = listing.skipped if listing else ()
+    if groups is not None:
+        print(f"[reconstruct] {len(groups)} person(s): " + ", ".join(f"{name} ({len(paths)} photo(s))"
+                                                                    for name, paths in groups.items()))
+        summary = pipeline.reconstruct_groups(groups, out_dir, make_reconstructor, preprocessor, options=options,
+                                              progress=FLAGS.progress, verbose=FLAGS.verbose, skipped=skipped)
+    else:
+        summary = pipeline.reconstruct_inputs(
+            listing.files, out_dir, make_reconstructor, preprocessor, batch_size=FLAGS.batch_size, options=options,
+            all_faces=FLAGS.all_faces, progress=FLAGS.progress, verbose=FLAGS.verbose, skipped=skipped)
     for output in summary.outputs:
         metrics = output["metrics"]
+        if "photo_metrics" in output:
+            each = ", ".join(f"{m['detailed_psnr_db']:.2f}" for m in output["photo_metrics"])
+            print(f"  {output['folder']}/  one albedo from {len(output['photos'])} photo(s); R(A',L'_k) per photo "
+                  f"{each} dB (PSNR on the face mask)")
+            continue
         print(f"  {output['folder']}/  R(A',L') {metrics['detailed_psnr_db']:.2f} dB, R(A',L) "
               f"{metrics['coarse_psnr_db']:.2f} dB, prior {metrics['prior_psnr_db']:.2f} dB (PSNR on the face mask)"
               + (f"; face from {output['detector']}" if output.get("detector", "hog") != "hog" else ""))

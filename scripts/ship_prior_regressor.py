@@ -46,6 +46,7 @@ def main(argv):
     from tf_facetex.networks.precision import float16_output_error
     from tf_facetex.prior.regressor import save_shipped_regressor
     from tf_facetex.prior.train import make_prior_dataset, restore_prior_trainer
+    from tf_facetex.training.summaries import training_wall_seconds
 
     if not FLAGS.run_dir:
         raise FaceTexError("--run_dir is required")
@@ -55,11 +56,12 @@ def main(argv):
     regressor, step = trainer.regressor, int(trainer.step.numpy())
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     speeds = [r["steps_per_second"] for r in rows if r.get("kind") == "train" and r.get("steps_per_second")]
+    wall = training_wall_seconds(run_dir)
     batch = next(iter(make_prior_dataset(config["eval_data"], FLAGS.check_images, training=False)))
     images = batch["image"] if isinstance(batch, dict) else batch[0]
     error = float16_output_error(regressor, images)
     float16 = error <= FLAGS.float16_tolerance
-    record = {"name": FLAGS.name, "steps": step, "train_data": config.get("train_data"),
+    record = {"name": FLAGS.name, "steps": step, "wall_seconds": wall, "train_data": config.get("train_data"),
               "eval_data": config.get("eval_data"),
               "storage": {"dtype": "float16" if float16 else "float32", "float16_max_abs_coefficient_error": error,
                           "checked_on": f"{int(images.shape[0])} crops of {config.get('eval_data')}"}}
@@ -78,7 +80,8 @@ def main(argv):
              f"steps), Adam {config.get('learning_rate')} x{config.get('lr_decay')} per epoch; losses: Deng et al.'s "
              f"photometric, 68-landmark and regularisers plus pseudo-labels from a {config.get('pseudo_fit_steps')}-"
              f"step landmark fit of every batch (id, expression, angles); no identity term"
-             + (f"; 2 CPU cores, {min(speeds):.2f}-{max(speeds):.2f} steps/s logged (shared machine)" if speeds else ""),
+             + (f"; 2 CPU cores, {min(speeds):.2f}-{max(speeds):.2f} steps/s logged (shared machine)" if speeds else "")
+             + (f"; wall time {wall / 60:.0f} min" if wall else ""),
              f"- command: `{FLAGS.train_command}`",
              f"- data: aligned crops (scripts/preprocess.py: HOG + dlib 68 landmarks, the shipped parsing-net mask) of "
              f"UTKFace + CelebAMask-HQ-mini train images, content-hash 85/15 train/test split "

@@ -46,7 +46,9 @@ def main(argv):
     from tf_facetex.prior.samples import sample_dataset
     from tf_facetex.networks.precision import float16_output_error
     from tf_facetex.refinement.checkpoint import load_refinement_net, save_shipped_net
-    from tf_facetex.refinement.train import inspect_samples
+    from tf_facetex.refinement.network import network_inputs, unseen_noise
+    from tf_facetex.training.summaries import training_wall_seconds
+    from tf_facetex.refinement.train import inspect_samples, uv_layout
 
     if not FLAGS.run_dir:
         raise FaceTexError("--run_dir is required")
@@ -55,18 +57,22 @@ def main(argv):
     net, info = load_refinement_net(run_dir)
     step = int(info["checkpoint"].rsplit("-", 1)[-1])
     evals, speeds = _eval_rows(run_dir)
+    wall = training_wall_seconds(run_dir)
     final_val = max((r for r in evals if r["step"] <= step), key=lambda r: r["step"], default=None)
     samples = json.loads(pathlib.Path(FLAGS.samples_json).read_text()) if FLAGS.samples_json else {}
     record = {"name": FLAGS.name, "net_preset": config.get("net_preset"), "uv_size": info["uv_size"],
-              "face_model": info.get("face_model"), "steps": step, "loss_preset": config.get("loss_preset"),
+              "face_model": info.get("face_model"), "steps": step, "wall_seconds": wall,
+              "loss_preset": config.get("loss_preset"), "train_data": config.get("train_data"),
               "batch_size": config.get("global_batch_size"), "steps_per_epoch": config.get("steps_per_epoch"),
               "train_samples": samples.get("train", {}).get("count"), "val_samples": samples.get("val", {}).get("count"),
               "validation_at_ship": final_val}
     sizes = inspect_samples(FLAGS.check_data)
     batch = next(iter(sample_dataset(FLAGS.check_data, FLAGS.check_samples, sizes["image_size"], sizes["uv_size"],
                                      sizes["num_coeffs"], training=False)))
-    float16_error = float16_output_error(net, {"texture_uv": batch["texture_uv"],
-                                               "prior_albedo_uv": batch["prior_albedo_uv"]})
+    uv_mask, _ = uv_layout(config.get("face_model") or "default", info["uv_size"], log=lambda *_: None)
+    seen = batch["visibility_uv"]
+    filled = (seen * batch["texture_uv"] + (1.0 - seen) * unseen_noise(info["uv_size"])) * uv_mask
+    float16_error = float16_output_error(net, network_inputs(net, batch, filled, uv_mask))
     float16 = float16_error <= FLAGS.float16_tolerance
     record["storage"] = {"dtype": "float16" if float16 else "float32", "float16_max_abs_output_error": float16_error,
                          "checked_on": f"{int(batch['texture_uv'].shape[0])} samples of {FLAGS.check_data}"}
@@ -78,17 +84,24 @@ def main(argv):
              f"`network.json` (architecture); sha256 `{sha}`",
              f"- architecture: RefinementNet preset `{config.get('net_preset')}` (the paper's topology: shared encoder "
              f"without skips, residual blocks, albedo decoder 3 ch, light decoder 27 ch), UV {info['uv_size']}, "
+             + (f"outputs = corrections of the {net.albedo_base} albedo (at most {net.albedo_delta:g}) and of the "
+                "coarse light gamma (zero-initialised output convolutions: an untrained network returns its bases), "
+                if net.residual else "absolute outputs, ") +
              f"{net.count_params():,} parameters; config: `{json.dumps(json.loads((pathlib.Path(FLAGS.out) / 'network.json').read_text())['net_config'])}`",
              f"- training: `scripts/train.py --flagfile=configs/refine_cpu.cfg` with loss preset "
              f"`{config.get('loss_preset')}`, batch {config.get('global_batch_size')}, {step} steps "
              f"({step / max(1, config.get('steps_per_epoch') or 1):.2f} epochs of {config.get('steps_per_epoch')} steps), "
              f"Adam {config.get('learning_rate')} x{config.get('lr_decay')} per epoch; 2 CPU cores, "
-             f"{min(speeds):.2f}-{max(speeds):.2f} steps/s logged (shared machine)" if speeds else "",
+             f"{min(speeds):.2f}-{max(speeds):.2f} steps/s logged (shared machine)"
+             + (f", wall time {wall / 3600:.2f} h" if wall else "") if speeds else "",
              f"- command: `{FLAGS.train_command or 'see configs/refine_cpu.cfg'}`",
              f"- data: refinement samples (the fit prior, UV 128, 224 px crops) of UTKFace + CelebAMask-HQ-mini train "
              f"images, content-hash 85/15 train/test split (scripts/run_real_recipe.sh): "
              f"{record['train_samples']} train samples; validation = {record['val_samples']} samples of train shards "
-             f"60-63 (never trained on); test = the test split (never seen).",
+             f"60-63 (never trained on); test = the test split (never seen). Training shards: "
+             f"`{config.get('train_data')}`"
+             + (f"; synthetic validation (albedo against steps): `{config.get('eval_gt_data')}`"
+                if config.get("eval_gt_data") else "") + ".",
              "", "## Held-out figures", ""]
     if final_val:
         lines.append(f"Validation at step {final_val['step']}: " + ", ".join(

@@ -37,8 +37,11 @@ TERM_FLAGS = ("illumination", "cross_perceptual", "symmetry", "smoothness", "pri
 
 # Data and run folder.
 flags.DEFINE_string("train_data", None,
-                    "Refinement-sample TFRecord shards (glob), e.g. 'data/refine/train-*.tfrecord'.")
+                    "Refinement-sample TFRecord shards (glob), e.g. 'data/refine/train-*.tfrecord'; several "
+                    "comma-separated globs train on their union (e.g. real and synthetic samples).")
 flags.DEFINE_string("eval_data", "", "Held-out shards (glob) for the evaluation metrics; empty = none.")
+flags.DEFINE_string("eval_gt_data", "", "A second held-out set with ground-truth albedo (synthetic-face samples, glob): "
+                    "albedo si-RMSE and re-render metrics at every evaluation, logged as eval_gt/*; empty = none.")
 flags.DEFINE_string("model_dir", None, "Run folder: checkpoints/, tensorboard/, metrics.jsonl, run_config.json.")
 flags.DEFINE_bool("resume", False, "Continue from the newest checkpoint in --model_dir (same settings).")
 flags.DEFINE_string("init_weights", "", "A new run's refinement network starts from these weights: a shipped "
@@ -48,8 +51,13 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
                   "tf.distribute strategy: one device, all local devices, or several workers (reads TF_CONFIG).")
 # Model.
 flags.DEFINE_enum("net", "paper", ["paper", "small", "cpu"], "RefinementNet preset: the authors' UVNet (~35.6 M), "
-                  "'cpu' (the shipped network: 128^2 UV, 24 base filters, 4 residual blocks, 3.7 M) or 'small' "
-                  "(1.05 M, smoke runs).")
+                  "'cpu' (the shipped network: 128^2 UV, 24 base filters, 4 residual blocks, outputs = corrections "
+                  "of the prior albedo and light) or 'small' (1.05 M, smoke runs).")
+flags.DEFINE_enum("net_outputs", "", ["", "absolute", "residual"], "Override the preset's output mode: 'absolute' "
+                  "(A', L' from the decoders alone, the paper's) or 'residual' (corrections of the prior albedo and the "
+                  "coarse light); empty = the preset's.")
+flags.DEFINE_integer("net_light_resolution", -1, "Override the preset's light_resolution (residual outputs: the "
+                     "light correction averaged to this grid and upsampled; 0 = full resolution); -1 = the preset's.")
 flags.DEFINE_integer("discriminator_ndf", 64, "Filters of the PatchGAN discriminator's first layer (pix2pix 64).")
 flags.DEFINE_bool("white_prior", False, "Fig. 5 ablation: feed a white map instead of the prior albedo.")
 flags.DEFINE_string("face_model", "", "Face model for the UV mask and texel symmetry: 'default' (the model "
@@ -66,6 +74,9 @@ flags.DEFINE_list("loss_weights", [], "Weights overriding the preset's, as term=
                   "'illumination=5,smoothness=1' (terms: " + ", ".join(TERM_FLAGS) + ").")
 for _term in TERM_FLAGS:
     flags.DEFINE_bool(f"use_{_term}", True, f"Ablation switch: --nouse_{_term} drops the {_term} term.")
+flags.DEFINE_enum("symmetry_form", "", ["", "fit"], "Form of the symmetry term: '' = the loss preset's (uniform), "
+                  "'fit' = the per-image fit's (the mirror fills what the photo did not show; seen pairs pull by a "
+                  "saturating L1; refinement.fit.UVFitConfig).")
 flags.DEFINE_enum("illumination_mask", "uv", ["uv", "visibility"],
                   "Mask of the illumination regulariser: the UV chart (authors) or the visible texels (paper eq. 1).")
 # Schedule (the paper: Adam 1e-4, x0.98 per epoch down to 1e-5, batch 16, 10 epochs).
@@ -107,8 +118,12 @@ def config_from_flags():
     from tf_facetex.refinement.train import TrainConfig
 
     disabled = tuple(term for term in TERM_FLAGS if not FLAGS[f"use_{term}"].value)
+    net_overrides = {"outputs": FLAGS.net_outputs} if FLAGS.net_outputs else {}
+    if FLAGS.net_light_resolution >= 0:
+        net_overrides["light_resolution"] = FLAGS.net_light_resolution
     return cli.config_from_flags(TrainConfig, FLAGS, renamed={"net_preset": "net", "global_batch_size": "batch_size"},
-                                 weight_overrides=parse_weights(FLAGS.loss_weights), disabled_terms=disabled)
+                                 weight_overrides=parse_weights(FLAGS.loss_weights), disabled_terms=disabled,
+                                 net_overrides=net_overrides)
 
 
 # (low, high, low_open, high_open) of the numeric flags; NaN/Inf are refused for every float flag (cli.run).

@@ -1,4 +1,6 @@
-"""The results page (`tf_facetex.evaluation.report`, scripts/make_results.py) and the FLOP counter of scripts/bench.py."""
+"""The results page (`tf_facetex.evaluation.report`, scripts/make_results.py), the FLOP counter and the
+default-path measurement of scripts/bench.py (`evaluation.default_path_speed`), and the recorded bench report
+(docs/results/bench.json)."""
 import json
 import pathlib
 
@@ -171,3 +173,173 @@ def test_matmul_gflops_reports_a_rate():
     rate = flops.matmul_gflops(size=64, repeats=2)
     assert rate["gflops_median"] > 0 and rate["gflops_best"] >= rate["gflops_median"]
     assert rate["repeats"] == 2 and rate["size"] == 64
+
+
+# ------------------------------------------------------------------------------------------------ default path
+FAKE_DEFAULT_PATH = {
+    "runs": [{"solver": "xla", "batch": 1, "ms_per_photo": 1600.0, "ms_per_photo_over_yardstick": 16.0,
+              "first_call_s": 9.5, "traces_first_call": 17, "traces_per_later_call": 0, "detailed_psnr_db": 31.6,
+              "load_average_first_call": [1.0, 1.0, 1.0], "load_average_timed": [[1.0, 1.0, 1.0], [1.1, 1.0, 1.0]]},
+             {"solver": "adam", "batch": 1, "ms_per_photo": 5400.0, "ms_per_photo_over_yardstick": 54.0,
+              "first_call_s": 30.0, "traces_first_call": 20, "traces_per_later_call": 2, "detailed_psnr_db": 31.6}],
+    "yardstick_resnet50_ms": {"xla": 100.0, "adam": 100.0},
+    "by_batch": {"1": {"xla_ms_per_photo": 1600.0, "adam_ms_per_photo": 5400.0, "adam_over_xla": 3.38}},
+    "batch_scaling_largest_over_smallest": {"xla": 1.46},
+    "detect_and_mask": {"xla": {"first_call_s": 3.0, "ms_per_photo": 150.0}},
+    "first_call_with_filled_xla_cache": {"solver": "xla", "batch": 1, "first_call_s": 5.2,
+                                         "load_average_first_call": [1.0, 1.0, 1.0]},
+}
+
+FAKE_SERVING = {"mesh": "ict", "triangles": 22288, "image_size": 224, "batch": 16, "rounds": 12,
+                "ms_per_image_median": {"serving_no_xla": 34.5, "xla_stages": 20.5},
+                "ms_per_image_min": {"serving_no_xla": 18.3, "xla_stages": 14.3},
+                "ratio_to_xla_stages": {"serving_no_xla": 1.48, "xla_stages": 1.0},
+                "ratio_to_faster_xla": {"serving_no_xla": 1.66, "xla_stages": 1.0},
+                "first_call_s": {"serving_no_xla": 2.0, "xla_stages": 3.9},
+                "load_average_before": [3.4, 2.8, 1.7], "load_average_after": [4.4, 3.0, 1.8],
+                "machine": {"cpu_count": 2}}
+
+
+def test_default_path_and_serving_ratio_tables(make_results, tmp_path):
+    _write(tmp_path, "bench.json", {**FAKE_BENCH, "default_path": FAKE_DEFAULT_PATH})
+    _write(tmp_path, "bench_serving_ratio.json", FAKE_SERVING)
+    text = make_results.render(tmp_path)
+    assert ("| solver | batch | ms/photo | × ResNet-50 | first call s | traces, first call | traces, later calls | "
+            "detailed PSNR dB | load avg, first call | load avg, timed |") in text
+    assert "| xla | 1 | 1600.0 | 16.0 | 9.5 | 17 | 0 | 31.6 | [1.0, 1.0, 1.0] | [1.0, 1.0, 1.0] → [1.1, 1.0, 1.0] |" \
+        in text
+    assert "| adam | 1 | 5400.0 | 54.0 | 30.0 | 20 | 2 | 31.6 | – |  |" in text
+    assert "batch 1: adam / xla = 3.38" in text and "xla 1.46" in text
+    assert "first call of a later run (fresh process, XLA cache filled; xla, batch 1): 5.2 s" in text
+    # the end-to-end tables of the same file are still there, before the default path
+    assert text.index("| network | 1 | 0.5 |") < text.index("| xla | 1 | 1600.0 |")
+    assert "## Serving renderer (no XLA) against the XLA renderer" in text
+    assert "| renderer | ms/image (median) | ms/image (min) | ÷ XLA stages | ÷ faster XLA | first call s |" in text
+    assert "| serving_no_xla | 34.5 | 18.3 | 1.48 | 1.66 | 2.0 |" in text
+    assert "Other result: bench_serving_ratio.json" not in text
+
+
+def test_default_path_summary_of_fresh_processes():
+    from tf_facetex.evaluation.default_path_speed import summarise
+
+    def report(solver, ms1, ms16, yardstick):
+        return {"yardstick_resnet50_ms": yardstick,
+                "runs": [{"solver": solver, "batch": 1, "ms_per_photo": ms1, "first_call_s": 9.0},
+                         {"solver": solver, "batch": 16, "ms_per_photo": ms16, "first_call_s": 60.0}]}
+
+    section = summarise([report("xla", 1600.0, 2400.0, 100.0), report("adam", 5600.0, 5600.0, 110.0)])
+    assert len(section["runs"]) == 4
+    assert section["yardstick_resnet50_ms"] == {"xla": 100.0, "adam": 110.0}
+    assert section["by_batch"]["1"]["adam_over_xla"] == 3.5 and section["by_batch"]["16"]["adam_over_xla"] == 2.33
+    assert section["batch_scaling_largest_over_smallest"] == {"xla": 1.5, "adam": 1.0}
+
+
+def test_fresh_process_env_points_xla_at_the_given_cache(monkeypatch, tmp_path):
+    from tf_facetex.evaluation.default_path_speed import fresh_process_env
+
+    monkeypatch.setenv("TF_XLA_FLAGS", "--tf_xla_persistent_cache_directory=/old --xla_cpu_foo=1")
+    env = fresh_process_env(tmp_path / "empty")
+    assert env["TF_XLA_FLAGS"].split() == ["--xla_cpu_foo=1", f"--tf_xla_persistent_cache_directory={tmp_path}/empty"]
+    off = fresh_process_env(None)
+    assert off["TF_FACETEX_XLA_CACHE"] == "0" and "persistent" not in off["TF_XLA_FLAGS"]
+
+
+def _procedural_default_path_report(tiny_model, solvers):
+    """`default_path_report` on the procedural model at tiny sizes (UV 32, 10 fit steps), batch 1, one face."""
+    import numpy as np
+
+    from tf_facetex import pipeline
+    from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
+    from tf_facetex.evaluation.default_path_speed import default_path_report, with_uv_solver
+    from tf_facetex.rendering import FaceRenderer
+    from test_batch_equivalence import aligned
+
+    uv = 32
+    config = SyntheticConfig(image_size=224, uv_size=uv, directional_prob=0.0, occluder_prob=0.0, specular_prob=0.0,
+                             noise_std=0.0, max_yaw=20)
+    faces = aligned(SyntheticFaceGenerator(tiny_model, FaceRenderer(tiny_model, 224, uv), config).generate(
+        np.random.default_rng(5), 1))
+
+    def make_reconstructor(solver):
+        return with_uv_solver(pipeline.Reconstructor(tiny_model, pipeline.ReconstructionConfig(
+            uv_size=uv, fit_steps=10, landmark_steps=20, turntable_yaws=(0.0,))), solver)
+
+    return default_path_report(make_reconstructor, faces, batches=(1,), solvers=solvers, repeats=1)
+
+
+def _check_report(report, solvers):
+    import math
+
+    assert set(report) >= {"runs", "yardstick_resnet50_ms", "load_average", "cpu_count"}
+    assert 0.5 < report["yardstick_resnet50_ms"] < 60_000
+    runs = {run["solver"]: run for run in report["runs"]}
+    assert sorted(runs) == sorted(solvers)
+    for solver, run in runs.items():
+        assert run["batch"] == 1 and run["refiner"]["solver"] == solver and run["refiner"]["steps"] == 10
+        assert run["first_call_s"] > 0 and run["ms_per_photo"] > 0
+        assert math.isclose(run["ms_per_photo_over_yardstick"], run["ms_per_photo"] / report["yardstick_resnet50_ms"],
+                            rel_tol=0.02, abs_tol=0.01)
+        assert 10.0 < run["detailed_psnr_db"] < 80.0
+        assert len(run["load_average_timed"]) == 2 and len(run["load_average_first_call"]) == 3
+    # The first call traces (nothing was traced for this reconstructor before); a later call of the compiled
+    # path traces nothing: no retracing per photo.
+    assert runs["xla"]["traces_first_call"] > 0
+    assert runs["xla"]["traces_per_later_call"] == 0
+    return runs
+
+
+def test_default_path_report_on_the_procedural_model(tiny_model):
+    """The default-path measurement of the shipped solver on tiny sizes: every key, sane values, no retracing."""
+    _check_report(_procedural_default_path_report(tiny_model, ("xla",)), ("xla",))
+
+
+@pytest.mark.slow
+def test_default_path_report_sees_the_previous_solvers_retracing(tiny_model):
+    """Both solvers in one report (the comparison of scripts/bench.py): the trace counter sees that the previous
+    per-step solver builds new functions for every photo, which the compiled one does not."""
+    runs = _check_report(_procedural_default_path_report(tiny_model, ("xla", "adam")), ("xla", "adam"))
+    assert runs["adam"]["traces_per_later_call"] > 0
+
+
+# ------------------------------------------------------------------------------------------------ bench.json
+BENCH_JSON = ROOT / "docs" / "results" / "bench.json"
+
+
+def test_recorded_bench_json_default_path_is_complete_and_consistent():
+    """docs/results/bench.json (scripts/bench.py, the figures of record): a finished run with the default path of
+    both solvers at batch 1 and 16, the product's default UV fit, no retracing of the shipped path, load averages
+    recorded, and its summary rows recomputable from its runs (nothing edited by hand)."""
+    from tf_facetex.evaluation.default_path_speed import summarise
+    from tf_facetex.evaluation.speed_report import default_path_lines
+
+    data = json.loads(BENCH_JSON.read_text())
+    assert not data.get("partial"), "bench.json is a partial run"
+    assert data["command"].startswith("python scripts/bench.py")
+    assert len(data["machine"]["load_average_start"]) == 3 and len(data["machine"]["load_average_end"]) == 3
+    section = data["default_path"]
+    runs = section["runs"]
+    assert sorted((run["solver"], run["batch"]) for run in runs) == [("adam", 1), ("adam", 16), ("xla", 1),
+                                                                     ("xla", 16)]
+    for run in runs:
+        assert run["refiner"]["solver"] == run["solver"] and run["refiner"]["steps"] == 150, run["refiner"]
+        assert run["ms_per_photo"] > 0 and run["first_call_s"] > 0 and run["traces_first_call"] > 0
+        assert len(run["load_average_first_call"]) == 3 and len(run["load_average_timed"]) == 2
+        assert run["ms_per_photo_over_yardstick"] == pytest.approx(
+            run["ms_per_photo"] / section["yardstick_resnet50_ms"][run["solver"]], rel=2e-3, abs=0.01)  # 0.1 ms
+        if run["solver"] == "xla":
+            assert run["traces_per_later_call"] == 0, "the shipped path retraces per photo"
+    # Same photo, same objective: the two solvers' re-render quality agrees (batch 1).
+    psnr = {run["solver"]: run["detailed_psnr_db"] for run in runs if run["batch"] == 1}
+    assert abs(psnr["xla"] - psnr["adam"]) < 0.5, psnr
+    reports = [{"runs": [run for run in runs if run["solver"] == solver],
+                "yardstick_resnet50_ms": section["yardstick_resnet50_ms"][solver]} for solver in ("xla", "adam")]
+    again = summarise(reports)
+    assert again["by_batch"] == section["by_batch"]
+    assert again["batch_scaling_largest_over_smallest"] == section["batch_scaling_largest_over_smallest"]
+    cached = section["first_call_with_filled_xla_cache"]
+    assert cached["solver"] == "xla" and cached["first_call_s"] > 0 and len(cached["load_average_first_call"]) == 3
+    assert set(section["detect_and_mask"]) == {"xla", "adam"}
+    # The RESULTS table shows every run.
+    text = "\n".join(default_path_lines(section))
+    for run in runs:
+        assert f"| {run['solver']} | {run['batch']} | {run['ms_per_photo']} |" in text

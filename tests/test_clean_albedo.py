@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_facetex.evaluation import clean_albedo
+from tf_facetex.evaluation import clean_albedo, clean_report
 
 
 def _labels():
@@ -143,11 +143,11 @@ def test_unwrap_gate_drops_texels_next_to_unsure_mask_pixels(tiny_model):
 
 def test_comparison_table_lists_every_run():
     entry = {"mean": 0.5, "median": 0.25, "count": 2}
-    run = {"summary": {key: entry for _, key in clean_albedo.TABLE_ROWS}, "num_faces": 2,
+    run = {"summary": {key: entry for _, key in clean_report.CLEAN_TABLE_ROWS}, "num_faces": 2,
            "leak_pooled_over_texels": {"leak_nearest": 0.0123}}
     table = clean_albedo.comparison_table([("before", run), ("after", run)])
     assert "| metric | before | after |" in table and "0.5 (0.25)" in table and "0.0123" in table
-    assert len(table.strip().split("\n")) == 2 + len(clean_albedo.TABLE_ROWS) + 2
+    assert len(table.strip().split("\n")) == 2 + len(clean_report.CLEAN_TABLE_ROWS) + 2
 
 
 @pytest.mark.slow
@@ -172,3 +172,63 @@ def test_eval_script_end_to_end_on_one_photo(faces_dir, tmp_path):
     run = subprocess.run([sys.executable, str(repo / "scripts" / "eval_clean_albedo.py"), "--compare",
                           f"one={out}", "--table_md", str(table)], capture_output=True, text=True, timeout=300, cwd=repo)
     assert run.returncode == 0 and "| metric | one |" in table.read_text(), run.stderr[-2000:]
+
+
+def _upright_landmarks():
+    """68 points of an upright face in a 100 x 100 crop: brows (17-26) on row 40 from x 30 to 70, chin at row 90."""
+    lm = np.zeros((68, 2))
+    lm[:, 0], lm[:, 1] = 50.0, 70.0
+    lm[17:27, 0] = np.linspace(30, 70, 10)
+    lm[17:27, 1] = 40.0
+    lm[8] = (50.0, 90.0)
+    return lm
+
+
+def test_forehead_region_is_the_band_above_the_brows():
+    region = clean_albedo.forehead_region((100, 100), _upright_landmarks(), height=0.4)   # rise 0.4 x 50 = 20 px
+    rows, cols = np.nonzero(region)
+    assert rows.min() == 20 and rows.max() == 40 and cols.min() == 30 and cols.max() == 70
+    labels = np.full((100, 100), 1, np.uint8)
+    assert clean_albedo.forehead_hair_share(labels, _upright_landmarks()) == 0.0
+    labels[:30] = 13                                   # hair down to row 29: the upper part of the forehead
+    share = clean_albedo.forehead_hair_share(labels, _upright_landmarks())
+    band = clean_albedo.forehead_region(labels.shape, _upright_landmarks())
+    assert share == pytest.approx((band & (np.arange(100)[:, None] < 30)).sum() / band.sum())
+    assert 0.2 < share < 0.8
+    labels[:] = 14                                     # a hat counts as hair
+    assert clean_albedo.forehead_hair_share(labels, _upright_landmarks()) == 1.0
+
+
+def test_pick_forehead_examples_takes_the_first_of_each_group_in_order():
+    shares = {"a": 0.5, "b": 0.0, "c": 0.1, "d": 0.9, "e": 0.01, "f": 0.31, "g": 0.0}
+    assert clean_albedo.pick_forehead_examples(shares, 2) == (["a", "d"], ["b", "e"])
+    assert clean_albedo.pick_forehead_examples(shares, 5) == (["a", "d", "f"], ["b", "e", "g"])
+
+
+def test_pooled_leak_weighs_faces_by_their_seen_texels():
+    per_image = {"x": {"seen_texels": 300, "leak_nearest": 0.0, "leak_any_tap": 0.1, "leak_weighted": 0.0,
+                       "nonface_nearest": 0.0},
+                 "y": {"seen_texels": 100, "leak_nearest": 0.4, "leak_any_tap": 0.5, "leak_weighted": 0.2,
+                       "nonface_nearest": 1.0}}
+    pooled = clean_albedo.pooled_leak(per_image)
+    assert pooled["leak_nearest"] == pytest.approx(0.1) and pooled["nonface_nearest"] == pytest.approx(0.25)
+    assert pooled["leak_any_tap"] == pytest.approx((30 + 50) / 400)
+
+
+def test_before_after_figure_layout():
+    albedo = np.full((32, 32, 3), 0.5, np.float32)
+    figure = clean_albedo.before_after_figure([[("a", albedo, albedo), ("b", albedo, albedo)]] * 3, cell=48)
+    assert figure.dtype == np.uint8 and figure.shape[2] == 3
+    assert 4 * 48 <= figure.shape[1] < 4 * 48 + 20 and 3 * 48 <= figure.shape[0] < 3 * 48 + 20
+
+
+def test_baseline_summaries_copy_the_summary(tmp_path):
+    import json
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"label": "old", "summary": {"leak_nearest": {"mean": 0.1}}, "num_faces": 3,
+                                "leak_pooled_over_texels": {"leak_nearest": 0.09}, "per_image": {"x": {}}}))
+    out = clean_albedo.baseline_summaries([f"before={path}"])
+    assert out["before"]["summary"] == {"leak_nearest": {"mean": 0.1}} and "per_image" not in out["before"]
+    assert out["before"]["num_faces"] == 3 and out["before"]["file"] == str(path)
+    with pytest.raises(ValueError):
+        clean_albedo.baseline_summaries([str(path)])

@@ -77,3 +77,37 @@ def test_evaluate_items_counts_found_aligned_and_stages():
     assert report["found_count"] == 3 and report["aligned_count"] == 2
     assert report["stages"] == {"group": 2, "cnn": 1}
     assert set(report["failed_paths"]) == {"far", "missing"}
+
+
+def test_relight_report_tables_single_multi_and_baselines():
+    from tf_facetex.evaluation import relight_report
+
+    single = {"ratio": 0.31, "cv_albedo": 0.15, "cv_lit": 0.48, "relit_psnr_mean": 19.9, "baseline_psnr_mean": 12.4,
+              "gain_db": 7.5, "seconds_per_photo": 8.0}
+    multi = {"ratio_single_pairs": 0.4, "ratio_multi": 0.2, "cv_albedo_single_pairs": 0.1, "cv_albedo_multi": 0.05,
+             "cv_lit_pairs": 0.25, "single_relit_psnr_mean": 18.0, "relit_psnr_mean": 21.0, "baseline_psnr_mean": 12.0,
+             "gain_db": 9.0, "single_gain_db": 6.0, "pairs": 18}
+    data = {"summary": single, "protocol": {"subjects": ["s1"], "lights": ["A", "B"], "multi_halves": [["A"], ["B"]]},
+            "baselines": {"today": {"summary": dict(single, ratio=0.43), "code": "git HEAD abc (x)"}},
+            "subjects": {"s1": {"ratio": 0.31, "gain_db": 7.5, "detectors": ["hog", "cnn", "hog"]}},
+            "multi": {"summary": multi, "subjects": {"s1": multi}}}
+    text = "\n".join(relight_report.relight_lines(data))
+    assert "| today (git HEAD abc) | 0.430 |" in text and "| **this run** | 0.310 |" in text
+    assert "| gain over photo i, dB ↑ | +6.00 | +9.00 | multi |" in text
+    assert "| s1 | 0.310 | +7.50 | 0.400 | 0.200 | +6.00 | +9.00 | cnn, hog |" in text
+    del data["multi"]
+    assert "Multi-photo" not in "\n".join(relight_report.relight_lines(data))
+
+
+def test_lit_texture_clips_the_dark_side_so_a_pair_cv_stays_bounded():
+    from tf_facetex.evaluation import relight
+
+    albedo = np.full((2, 4, 4, 3), 0.5)
+    shading = np.ones((2, 4, 4, 3))
+    shading[0, :2], shading[1, :2] = 0.3, -0.3        # half the texels: lit, then on the light's dark side
+    mask = np.ones((4, 4), bool)
+    lit = relight.lit_texture(albedo, shading)
+    assert lit.min() == 0.0 and lit.max() == 0.5
+    # two non-negative maps: per texel |a - b| / (a + b) <= 1; the negative shading gave a huge CV
+    assert 0.0 < relight.texel_cv(lit, mask) <= 1.0
+    assert relight.texel_cv(albedo * shading, mask) > 1e3

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_facetex import metrics
 from tf_facetex.evaluation import benchmark
 from tf_facetex.evaluation import variants as V
 from tf_facetex.refinement import toy_data
@@ -118,3 +119,31 @@ def test_paired_variants_are_per_image_differences_with_the_right_direction():
     assert paired["od_l1"]["lower_is_better"] and paired["od_l1"]["share_better"] == 0.5   # 0.02<0.03, 0.01<0.02
     low, high = paired["od_psnr"]["ci95"]
     assert low <= 0.5 <= high
+
+
+def test_albedo_truth_metrics_flat_baseline_and_completion():
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0.2, 0.8, (3, 16, 16, 3)).astype(np.float32)
+    chart = np.ones((16, 16, 1), np.float32)
+    chart[:, :2] = 0.0
+    seen = np.ones((3, 16, 16, 1), np.float32)
+    seen[:, 10:] = 0.0
+    flat = np.broadcast_to(truth.mean(axis=(1, 2), keepdims=True), truth.shape)
+    albedos = np.stack([0.7 * truth[0], flat[1], 1.5 * flat[2] + 0.02 * rng.normal(size=truth[2].shape)])
+    values = V.albedo_truth_metrics(albedos, truth, seen, chart)
+    expected_flat = metrics_flat = metrics.flat_colour_rmse(truth, np.broadcast_to(chart, seen.shape)).numpy()
+    np.testing.assert_allclose(values["albedo_flat_rmse"], expected_flat)
+    assert values["albedo_si_rmse"][0] < 1e-5 and values["albedo_unseen_rmse"][0] < 1e-5    # the truth, scaled
+    assert values["albedo_beats_flat"].tolist()[0] == 1.0
+    # A flat albedo scores the flat colour's error (up to the chart-mean vs whole-map mean): it does not beat it.
+    assert values["albedo_si_rmse"][1] >= metrics_flat[1] - 1e-6 and values["albedo_beats_flat"][1] == 0.0
+    assert values["albedo_beats_flat"][2] == 0.0
+    every = V.albedo_truth_metrics(albedos, truth, np.ones_like(seen), chart)
+    assert np.isnan(every["albedo_unseen_rmse"]).all()                 # nothing unseen: no completion error
+
+
+def test_landmark_hull_masks_cover_the_points():
+    points = np.array([[[10.0, 10.0], [30.0, 10.0], [30.0, 30.0], [10.0, 30.0]] * 17])
+    hull = V.landmark_hull_masks(points, (40, 40))
+    assert hull.shape == (1, 40, 40, 1) and hull[0, 20, 20, 0] == 1.0 and hull[0, 5, 5, 0] == 0.0
+    assert abs(hull.sum() - 21 * 21) <= 42

@@ -12,6 +12,7 @@ import tensorflow as tf
 from tf_facetex import pipeline
 from tf_facetex.data.align import AlignedFace
 from tf_facetex.export import serving, tflite
+from tf_facetex.refinement.network import random_refine_inputs
 
 UV = 64
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -113,9 +114,7 @@ def test_savedmodel_agrees_with_the_python_pipeline(exported, crops, tiny_model)
 
 def test_refine_signature_is_the_network_refiner(exported):
     rng = np.random.default_rng(2)
-    inputs = {"texture_uv": rng.random((2, UV, UV, 3), np.float32),
-              "visibility_uv": (rng.random((2, UV, UV, 1)) > 0.5).astype(np.float32),
-              "prior_albedo_uv": rng.random((2, UV, UV, 3), np.float32)}
+    inputs = random_refine_inputs(rng, 2, UV, seen_fraction=0.5)
     served = exported["loaded"].signatures["refine"](**{k: tf.constant(v) for k, v in inputs.items()})
     refiner = pipeline.NetworkRefiner(exported["net"], exported["module"].uv_mask)
     direct = refiner(inputs)
@@ -189,9 +188,7 @@ def test_tflite_refinement_and_regressor_match_keras(exported, tiny_model, recor
     net, regressor = exported["net"], exported["regressor"]
     mask = exported["module"].uv_mask.numpy()
     rng = np.random.default_rng(3)
-    inputs = {"texture_uv": rng.random((1, UV, UV, 3), np.float32),
-              "visibility_uv": (rng.random((1, UV, UV, 1)) > 0.4).astype(np.float32),
-              "prior_albedo_uv": rng.random((1, UV, UV, 3), np.float32)}
+    inputs = random_refine_inputs(rng, 1, UV, seen_fraction=0.6)
     function = tflite.refinement_function(net, mask, UV)
     reference = {k: v.numpy() for k, v in function(**inputs).items()}
     sizes = {}

@@ -25,14 +25,13 @@ def test_tflite_exports_run_under_litert(litert, tiny_model, record_property):
     from tf_facetex.export import tflite
     from tf_facetex.networks import build_refinement_net
     from tf_facetex.prior.regressor import PriorRegressor
+    from tf_facetex.refinement.network import random_refine_inputs
 
     assert tflite.interpreter_class("litert") is litert.Interpreter
     rng = np.random.default_rng(5)
     net = build_refinement_net("small", uv_size=UV)
     mask = (rng.random((UV, UV, 1)) > 0.2).astype(np.float32)
-    inputs = {"texture_uv": rng.random((1, UV, UV, 3), np.float32),
-              "visibility_uv": (rng.random((1, UV, UV, 1)) > 0.4).astype(np.float32),
-              "prior_albedo_uv": rng.random((1, UV, UV, 3), np.float32)}
+    inputs = random_refine_inputs(rng, 1, UV, seen_fraction=0.6)
     keras = {k: v.numpy() for k, v in tflite.refinement_function(net, mask, UV)(**inputs).items()}
     for quantization, tolerance in (("float32", 1e-3), ("dynamic_int8", 2.0)):
         flatbuffer = tflite.convert_refinement_net(net, mask, UV, quantization)

@@ -59,3 +59,51 @@ def test_empty_mask_is_finite(images):
     empty = np.zeros(image.shape[:-1] + (1,), np.float32)
     for value in (metrics.masked_l1(image, image * 0, empty), metrics.masked_ssim(image, image * 0, empty)):
         assert np.all(np.isfinite(value.numpy()))
+
+
+def test_flat_colour_rmse_is_the_best_constant_by_brute_force(rng):
+    target = rng.uniform(0.1, 0.9, (2, 6, 5, 3)).astype(np.float32)
+    mask = (rng.uniform(size=(2, 6, 5, 1)) > 0.4).astype(np.float32)
+    got = metrics.flat_colour_rmse(target, mask).numpy()
+    grid = np.linspace(0.0, 1.0, 201)
+    for b in range(2):
+        inside = mask[b, ..., 0] > 0.5
+        # Per channel the squared error of every candidate constant; the channels add up independently.
+        best = sum(np.min([np.sum((k - target[b][inside][:, c]) ** 2) for k in grid]) for c in range(3))
+        brute = np.sqrt(best / (3 * inside.sum()))
+        assert abs(got[b] - brute) < 2e-3, (got[b], brute)
+    # Any flat colour, scaled per channel, scores exactly this under scale_invariant_rmse.
+    flat = np.broadcast_to(np.array([0.3, 0.5, 0.7], np.float32), target.shape)
+    np.testing.assert_allclose(metrics.scale_invariant_rmse(flat, target, mask).numpy(), got, rtol=1e-5)
+
+
+def test_scale_invariant_rmse_against_brute_force_scales(rng):
+    target = rng.uniform(0.1, 0.9, (1, 5, 4, 3)).astype(np.float32)
+    prediction = (target * np.array([0.8, 1.1, 0.6]) + rng.normal(0, 0.05, target.shape)).astype(np.float32)
+    mask = np.ones((1, 5, 4, 1), np.float32)
+    scales = np.linspace(0.5, 2.5, 2001)
+    best = sum(np.min([np.sum((s * prediction[0, ..., c] - target[0, ..., c]) ** 2) for s in scales])
+               for c in range(3))
+    brute = np.sqrt(best / target[0].size)
+    assert abs(metrics.scale_invariant_rmse(prediction, target, mask).numpy()[0] - brute) < 1e-4
+
+
+def test_aligned_region_rmse_against_brute_force(rng):
+    albedo = rng.uniform(0.2, 0.8, (2, 5, 5, 3))
+    truth = rng.uniform(0.2, 0.8, (2, 5, 5, 3))
+    align = np.ones((2, 5, 5, 1))
+    region = (rng.uniform(size=(2, 5, 5, 1)) > 0.5).astype(np.float64)
+    region[1] = 0.0
+    got = metrics.aligned_region_rmse(albedo, truth, region, align).numpy()
+    scale = (albedo * truth).sum(axis=(1, 2)) / (albedo * albedo).sum(axis=(1, 2))       # [2, 3]
+    aligned = albedo[0] * scale[0]
+    inside = region[0, ..., 0] > 0.5
+    expected = np.sqrt(np.mean(np.square(aligned[inside] - truth[0][inside])))
+    assert got[0] == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(got[1])                           # empty region
+    # A scaled copy of the truth has no error (the scale comes from align_region, here the whole map) ...
+    assert metrics.aligned_region_rmse(truth * 0.7, truth, region, align).numpy()[0] == pytest.approx(0.0, abs=1e-6)
+    # ... and a tone shift confined to the region is not hidden by the alignment (a region's own scale would).
+    shifted = truth.copy()
+    shifted[0][inside] *= 1.3
+    assert metrics.aligned_region_rmse(shifted, truth, region, align).numpy()[0] > 0.02

@@ -20,7 +20,8 @@ def _trainable_count(layer):
 
 def _inputs(rng, batch, size):
     return {"texture_uv": tf.constant(rng.random((batch, size, size, 3)), tf.float32),
-            "prior_albedo_uv": tf.constant(rng.random((batch, size, size, 3)), tf.float32)}
+            "prior_albedo_uv": tf.constant(rng.random((batch, size, size, 3)), tf.float32),
+            "gamma": tf.constant(rng.normal(0.0, 0.3, (batch, 27)), tf.float32)}
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +176,112 @@ def test_white_prior_ablation(rng):
     normal = build_refinement_net(TINY)
     assert np.abs(normal(inputs, training=False)["albedo"].numpy()
                   - normal(other, training=False)["albedo"].numpy()).max() > 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Residual outputs (the shipped CPU network)
+# --------------------------------------------------------------------------------------------------------------
+
+def _perturb_outputs(net, seed=(1, 2), stddev=0.2):
+    """Moves the zero-initialised output convolutions of a residual net (as training does)."""
+    for layer in (net.albedo_decoder.layers[-1], net.light_decoder.layers[-1]):
+        layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, seed, stddev=stddev))
+        layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, seed, stddev=stddev))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_untrained_residual_net_reproduces_the_prior_exactly(rng, training):
+    net = build_refinement_net(TINY, outputs="residual")
+    inputs = _inputs(rng, 2, 16)
+    out = net(inputs, training=training)
+    np.testing.assert_array_equal(out["albedo"].numpy(), inputs["prior_albedo_uv"].numpy())
+    np.testing.assert_array_equal(out["light"].numpy(),
+                                  np.broadcast_to(inputs["gamma"].numpy()[:, None, None, :], (2, 16, 16, 27)))
+    assert net.residual and not build_refinement_net(TINY).residual
+
+
+def test_residual_outputs_are_bounded_corrections_of_the_prior(rng):
+    net = build_refinement_net(TINY, outputs="residual", albedo_delta=0.1)
+    _perturb_outputs(net, stddev=2.0)
+    inputs = _inputs(rng, 2, 16)
+    out = net(inputs, training=False)
+    albedo, prior = out["albedo"].numpy(), inputs["prior_albedo_uv"].numpy()
+    assert np.abs(albedo - prior).max() > 0.05                       # it does move ...
+    assert np.abs(albedo - prior).max() <= 0.1 + 1e-6                 # ... by at most albedo_delta
+    assert albedo.min() >= 0.0 and albedo.max() <= 1.0
+    # The correction of the light is the light decoder's output on the (gamma-shifted) bottleneck: shifting gamma
+    # by c shifts the light by c plus the decoder's response to the new features.
+    features = net.encoder(tf.concat([2.0 * inputs["texture_uv"] - 1.0, 2.0 * inputs["prior_albedo_uv"] - 1.0], -1),
+                           training=False)
+    features = net.middle(features + net.light_embedding(inputs["gamma"])[:, None, None, :], training=False)
+    np.testing.assert_allclose(out["light"], inputs["gamma"][:, None, None, :] + net.light_decoder(features),
+                               atol=1e-5)
+    np.testing.assert_allclose(
+        out["albedo"], np.clip(prior + 0.1 * np.tanh(net.albedo_decoder(features, training=False)), 0, 1), atol=1e-5)
+    # The coarse light is an input: another gamma, another result.
+    other = net(dict(inputs, gamma=inputs["gamma"] + 0.5), training=False)
+    assert np.abs(other["albedo"].numpy() - albedo).max() > 1e-4
+
+
+def test_residual_net_needs_the_coarse_light_and_round_trips(rng, tmp_path):
+    net = build_refinement_net(TINY, outputs="residual")
+    inputs = _inputs(rng, 1, 16)
+    with pytest.raises(ValueError, match="gamma"):
+        net({"texture_uv": inputs["texture_uv"], "prior_albedo_uv": inputs["prior_albedo_uv"]})
+    _perturb_outputs(net)
+    triple = net((inputs["texture_uv"], inputs["prior_albedo_uv"], inputs["gamma"]), training=False)
+    np.testing.assert_allclose(triple["light"], net(inputs, training=False)["light"], atol=1e-6)
+    clone = build_refinement_net(net.get_config())
+    assert clone.get_config()["outputs"] == "residual"
+    net.save_weights(str(tmp_path / "r.weights.h5"))
+    clone.load_weights(str(tmp_path / "r.weights.h5"))
+    np.testing.assert_array_equal(clone(inputs, training=False)["albedo"].numpy(),
+                                  net(inputs, training=False)["albedo"].numpy())
+    with pytest.raises(ValueError):
+        RefinementNet(outputs="relative")
+    with pytest.raises(ValueError):
+        RefinementNet(outputs="residual", albedo_delta=0.0)
+
+
+def test_unwrapped_base_is_corrected_instead_of_the_prior(rng):
+    net = build_refinement_net(TINY, outputs="residual", albedo_base="unwrapped")
+    inputs = _inputs(rng, 2, 16)
+    with pytest.raises(ValueError, match="base_albedo_uv"):
+        net(inputs)
+    base = tf.constant(rng.random((2, 16, 16, 3)), tf.float32)
+    np.testing.assert_array_equal(net(dict(inputs, base_albedo_uv=base), training=False)["albedo"].numpy(),
+                                  base.numpy())
+    _perturb_outputs(net, stddev=2.0)
+    out = net(dict(inputs, base_albedo_uv=base), training=False)["albedo"].numpy()
+    assert 0.05 < np.abs(out - base.numpy()).max() <= 0.5 + 1e-6
+    with pytest.raises(ValueError):
+        RefinementNet(outputs="residual", albedo_base="texture")
+
+
+def test_band_limited_light_correction(rng):
+    net = build_refinement_net(TINY, outputs="residual", light_resolution=4)
+    _perturb_outputs(net)
+    inputs = _inputs(rng, 1, 16)
+    light = net(inputs, training=False)["light"].numpy() - inputs["gamma"].numpy()[:, None, None, :]
+    features = net.encoder(tf.concat([2.0 * inputs["texture_uv"] - 1.0, 2.0 * inputs["prior_albedo_uv"] - 1.0], -1))
+    features = net.middle(features + net.light_embedding(inputs["gamma"])[:, None, None, :])
+    full = net.light_decoder(features)
+    expected = tf.image.resize(tf.nn.avg_pool2d(full, 4, 4, "VALID"), [16, 16], method="bilinear")
+    np.testing.assert_allclose(light, expected.numpy(), atol=1e-5)
+    # band-limited: no texel-level detail left (neighbouring texels differ far less than in the decoder's output)
+    assert np.abs(np.diff(light, axis=1)).mean() < 0.5 * np.abs(np.diff(full.numpy(), axis=1)).mean()
+    assert build_refinement_net(net.get_config()).light_resolution == 4
+    with pytest.raises(ValueError, match="light_resolution"):
+        RefinementNet(uv_size=16, num_down=3, light_resolution=5)
+
+
+def test_cpu_preset_is_residual_and_the_paper_preset_is_not():
+    assert networks.REFINEMENT_CONFIGS["cpu"]["outputs"] == "residual"
+    assert networks.REFINEMENT_CONFIGS["cpu"]["albedo_base"] == "unwrapped"
+    assert networks.PAPER_CONFIG["outputs"] == "absolute"
+    # A network saved before the option existed (no 'outputs' in its config) loads as the paper's absolute mode.
+    legacy = {k: v for k, v in networks.REFINEMENT_CONFIGS["cpu"].items() if k != "outputs"}
+    assert RefinementNet.from_config(legacy).outputs == "absolute"
 
 
 # --------------------------------------------------------------------------------------------------------------

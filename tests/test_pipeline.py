@@ -357,6 +357,7 @@ def test_network_refiner_restores_the_generator_of_a_training_checkpoint(tmp_pat
     from tf_facetex import io_utils
     from tf_facetex.errors import AssetError
     from tf_facetex.training.checkpoints import CheckpointKeeper
+    from tf_facetex.refinement.network import random_refine_inputs
     from tf_facetex.refinement.train import TrainConfig, build_trainer
 
     config = TrainConfig(net_preset="small", model_dir=str(tmp_path), face_model="none")
@@ -373,9 +374,7 @@ def test_network_refiner_restores_the_generator_of_a_training_checkpoint(tmp_pat
         np.testing.assert_array_equal(restored.numpy(), trained.numpy())
     refiner = pipeline.NetworkRefiner(net, uv_mask)
     rng = np.random.default_rng(0)
-    sample = {"texture_uv": rng.random((2, UV, UV, 3), np.float32),
-              "visibility_uv": (rng.random((2, UV, UV, 1)) > 0.5).astype(np.float32),
-              "prior_albedo_uv": rng.random((2, UV, UV, 3), np.float32)}
+    sample = random_refine_inputs(rng, 2, UV, seen_fraction=0.5)
     out = refiner(sample)
     assert out["albedo_uv"].shape == (2, UV, UV, 3) and out["light_uv"].shape == (2, UV, UV, 27)
     # A face's result does not depend on its batch neighbours (one fixed noise draw for every position).

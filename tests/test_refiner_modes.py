@@ -120,6 +120,48 @@ def test_net_fit_is_the_network_then_the_fit_from_its_output(prior_out):
     assert description["name"] == "net+fit" and description["steps"] == 10
 
 
+def test_net_fit_starts(prior_out):
+    from tf_facetex import sh
+    from tf_facetex.refinement.net_fit import net_fit_start
+
+    renderer, out = prior_out
+    network_out = NetworkRefiner(perturbed_net(), renderer.uv_mask)(out)
+    same = net_fit_start(out, network_out, "network")
+    assert same["albedo_uv"] is network_out["albedo_uv"] and same["light_uv"] is network_out["light_uv"]
+    coarse = net_fit_start(out, network_out, "network_albedo")
+    np.testing.assert_array_equal(coarse["albedo_uv"].numpy(), network_out["albedo_uv"].numpy())
+    np.testing.assert_allclose(coarse["light_uv"].numpy(),
+                               np.broadcast_to(np.asarray(out["gamma"])[:, None, None, :], coarse["light_uv"].shape))
+    photo = net_fit_start(out, network_out, "photo")
+    np.testing.assert_array_equal(photo["light_uv"].numpy(), network_out["light_uv"].numpy())
+    seen = np.asarray(out["visibility_uv"])[..., 0] > 0.5
+    assert seen.any() and (~seen).any()
+    # where the photo shows the texel, the start re-renders it under the network's light (unclipped texels) ...
+    shading = sh.shading_uv(out["normals_uv"], network_out["light_uv"]).numpy()
+    relit = photo["albedo_uv"].numpy() * shading
+    inside = seen[..., None] & (shading > 0.05) & (photo["albedo_uv"].numpy() < 1.0) & (photo["albedo_uv"].numpy() > 0)
+    np.testing.assert_allclose(relit[inside], np.asarray(out["texture_uv"])[inside], atol=1e-4)
+    # ... and elsewhere it is the network's in-painted albedo
+    np.testing.assert_array_equal(photo["albedo_uv"].numpy()[~seen], network_out["albedo_uv"].numpy()[~seen])
+    with pytest.raises(ValueError, match="start"):
+        net_fit_start(out, network_out, "prior")
+    with pytest.raises(ValueError, match="start"):
+        NetFitRefiner(None, None, start="prior")
+
+
+def test_product_net_fit_settings_are_one(prior_out):
+    from tf_facetex.pipeline import setup
+    from tf_facetex.refinement import net_fit
+
+    assert setup.DEFAULT_NET_FIT_STEPS == net_fit.NET_FIT_STEPS
+    renderer, _ = prior_out
+    refiner = net_fit.net_fit_refiner(NetworkRefiner(perturbed_net(), renderer.uv_mask), renderer.uv_mask,
+                                      renderer.uv_symmetry_index)
+    assert refiner.start == net_fit.NET_FIT_START
+    assert refiner.fit.config.steps == net_fit.NET_FIT_STEPS
+    assert refiner.fit.config.learning_rate == net_fit.NET_FIT_LEARNING_RATE
+
+
 def test_upsampled_light_accepts_a_light_map_base():
     rng = np.random.default_rng(4)
     residual = tf.constant(rng.normal(size=(2, 4, 4, 27)), tf.float32)

@@ -27,23 +27,30 @@ def _run(script, *args):
 
 
 @pytest.fixture(scope="module")
-def shipped(ict_model):
+def default_model(ict_model):
+    """The face model the exports load without flags: ICT-FaceKit with the shipped photo-built albedo prior (the
+    regressor predicts its 10 albedo coefficients)."""
+    from tf_facetex.face_model import load_face_model
+
+    return load_face_model(None, allow_clone=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def shipped(default_model):
     from tf_facetex import paths
     from tf_facetex.prior.regressor import load_shipped_regressor, shipped_regressor_or_none
     from tf_facetex.refinement.checkpoint import load_refinement_net, shipped_refinement_net_or_none
-    from tf_facetex.refinement.network import NetworkRefiner
+    from tf_facetex.refinement.network import NetworkRefiner, random_refine_inputs
     from tf_facetex.rendering.uv import build_uv_raster
 
     assert shipped_refinement_net_or_none() == paths.refinement_net_dir(), "saved_models/refinement_net missing"
     assert shipped_regressor_or_none() == paths.prior_regressor_dir(), "saved_models/prior_regressor missing"
     net, info = load_refinement_net(paths.refinement_net_dir(), log=lambda *_: None)
-    regressor, _ = load_shipped_regressor(ict_model, paths.prior_regressor_dir(), log=lambda *_: None)
-    uv_mask = build_uv_raster(ict_model, info["uv_size"]).mask.astype(np.float32)[..., None]
+    regressor, _ = load_shipped_regressor(default_model, paths.prior_regressor_dir(), log=lambda *_: None)
+    uv_mask = build_uv_raster(default_model, info["uv_size"]).mask.astype(np.float32)[..., None]
     rng = np.random.default_rng(11)
     size = info["uv_size"]
-    inputs = {"texture_uv": rng.random((1, size, size, 3), np.float32),
-              "visibility_uv": (rng.random((1, size, size, 1)) > 0.4).astype(np.float32),
-              "prior_albedo_uv": rng.random((1, size, size, 3), np.float32)}
+    inputs = random_refine_inputs(rng, 1, size, seen_fraction=0.6)
     python_net = NetworkRefiner(net, uv_mask)(inputs)
     images = (rng.random((1, 224, 224, 3)) * 255).astype(np.uint8)
     return {"inputs": inputs, "images": images,

@@ -111,3 +111,26 @@ def test_smoke_config_lowers_total_and_image_loss(toy64, tmp_path):
     assert list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
     settings = json.loads((model_dir / "run_config.json").read_text())
     assert settings["net_preset"] == "small" and settings["uv_size"] == 64 and settings["steps_per_epoch"] == 50
+
+
+def test_union_of_train_patterns_ground_truth_validation_and_fit_losses(toy32, tmp_path):
+    """Comma-separated --train_data trains on the union (steps per epoch counted over both); --eval_gt_data logs
+    the albedo error against steps as eval_gt/*; --symmetry_form=fit trains with the per-image fit's symmetry."""
+    from tf_facetex.refinement.train import loss_options
+
+    config = tiny_config(toy32, tmp_path, train_data=f"{toy32['train']},{toy32['eval']}", steps_per_epoch=0,
+                         max_steps=4, eval_every=2, eval_batches=1, eval_data=toy32["eval"],
+                         eval_gt_data=toy32["eval"], symmetry_form="fit", loss_preset="paper",
+                         net_overrides={**TINY_NET, "outputs": "residual", "albedo_base": "unwrapped"})
+    lines = []
+    result = train(config, log=lines.append)
+    assert result.step == 4
+    assert any("5 steps/epoch" in line for line in lines), lines           # (16 + 4) samples // batch 4
+    gt_rows = summaries.read_metrics(tmp_path / "metrics.jsonl", "eval_gt")
+    assert [r["step"] for r in gt_rows] == [2, 4]
+    assert all(np.isfinite(r["albedo_si_rmse"]) for r in gt_rows)
+    assert [r["step"] for r in summaries.read_metrics(tmp_path / "metrics.jsonl", "eval")] == [2, 4]
+    assert loss_options(config).symmetry_weighting == "visibility"
+    assert loss_options(dataclasses.replace(config, symmetry_form="")).symmetry_weighting == "uniform"
+    with pytest.raises(TrainingError, match="symmetry_form"):
+        loss_options(dataclasses.replace(config, symmetry_form="mirror"))

@@ -27,9 +27,10 @@ BATCH = 4
 STEPS_PER_EPOCH = 2
 
 
-def tiny_trainer(embed_fn=None, weights="paper", norm="batch"):
+def tiny_trainer(embed_fn=None, weights="paper", norm="batch", outputs="absolute", albedo_base="prior"):
     """A FaceTexTrainer with a 2-level, 8-filter generator and a 2-layer discriminator (fast to trace)."""
-    generator = RefinementNet(uv_size=SIZE, base_filters=8, num_down=2, num_res_blocks=1, norm=norm)
+    generator = RefinementNet(uv_size=SIZE, base_filters=8, num_down=2, num_res_blocks=1, norm=norm, outputs=outputs,
+                              albedo_base=albedo_base)
     discriminator = AlbedoDiscriminator(ndf=8, n_layers=2, norm=norm)
     trainer = FaceTexTrainer(generator, discriminator, toy_data.toy_uv_mask(SIZE), embed_fn=embed_fn,
                              loss_weights=weights, steps_per_epoch=STEPS_PER_EPOCH)
@@ -410,14 +411,35 @@ def test_white_prior_ablation_ignores_the_prior_input(batch):
                            trainer.forward(other_prior, training=False)["albedo"].numpy(), atol=1e-6)
 
 
-def test_evaluation_fills_unseen_texels_as_the_product_does(batch):
+def test_untrained_unwrapped_residual_generator_starts_at_the_fits_starting_point(batch):
+    """albedo_base='unwrapped': before training, A' is the per-image fit's starting albedo (the photo over the coarse
+    shading where seen, the prior elsewhere) and L' the coarse gamma, in training and evaluation mode."""
+    from tf_facetex.refinement.uv_solver import initial_albedo
+
+    trainer = tiny_trainer(outputs="residual", albedo_base="unwrapped")
+    expected = (initial_albedo(batch) * trainer.uv_mask).numpy()
+    assert np.abs(expected - (batch["prior_albedo_uv"] * trainer.uv_mask).numpy()).max() > 0.05
+    for training in (False, True):
+        out = trainer.forward(batch, training=training)
+        np.testing.assert_allclose(out["albedo"].numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(out["light"].numpy(), np.broadcast_to(
+            batch["gamma"].numpy()[:, None, None, :], out["light"].shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("outputs, albedo_base", [("absolute", "prior"), ("residual", "prior"),
+                                                  ("residual", "unwrapped")])
+def test_evaluation_fills_unseen_texels_as_the_product_does(batch, outputs, albedo_base):
     # What the trainer evaluates is what `NetworkRefiner` (pipeline, evaluation, exports) computes at inference.
     from tf_facetex.refinement.network import refine_with_network, unseen_noise
 
-    trainer = tiny_trainer()
+    trainer = tiny_trainer(outputs=outputs, albedo_base=albedo_base)
+    if outputs == "residual":   # move the zero-initialised output convolutions: the outputs then differ from the prior
+        for layer in (trainer.generator.albedo_decoder.layers[-1], trainer.generator.light_decoder.layers[-1]):
+            layer.kernel.assign(tf.random.stateless_normal(layer.kernel.shape, [3, 4], stddev=0.05))
     outputs = trainer.forward(batch, training=False)
     albedo, light = refine_with_network(trainer.generator, batch["texture_uv"], batch["visibility_uv"],
-                                        batch["prior_albedo_uv"], trainer.uv_mask, unseen_noise(SIZE))
+                                        batch["prior_albedo_uv"], batch["gamma"], batch["normals_uv"], trainer.uv_mask,
+                                        unseen_noise(SIZE))
     np.testing.assert_allclose((outputs["albedo"] * trainer.uv_mask).numpy(), albedo.numpy(), atol=1e-6)
     np.testing.assert_allclose((outputs["light"] * trainer.uv_mask).numpy(), light.numpy(), atol=1e-5)
     # ... and training still draws fresh noise on the unseen texels.

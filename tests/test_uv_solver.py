@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_facetex import losses, metrics
+from tf_facetex import losses, metrics, sh
 from tf_facetex.refinement import uv_solver
 from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
 from tf_facetex.prior.module import PriorConfig, PriorModule
@@ -162,3 +162,51 @@ def test_trace_counter_sees_new_functions_and_not_cached_ones():
     with count_traces() as traces:
         function(tf.constant(3.0))
     assert traces.total == 0
+
+
+def test_luminance_quantile_and_exposure_weight_against_numpy(rng):
+    image = rng.uniform(0, 1, (2, 6, 5, 3)).astype(np.float32)
+    mask = (rng.uniform(size=(2, 6, 5, 1)) > 0.4).astype(np.float32)
+    mask[1] = 0.0                                                   # an empty mask gives 0
+    values = np.sort(image[0].mean(-1)[mask[0, ..., 0] > 0.5])
+    for quantile in (0.5, 0.9, 1.0):
+        level = uv_solver.luminance_quantile(tf.constant(image), tf.constant(mask), quantile).numpy()
+        assert level[0] == pytest.approx(values[min(int(quantile * len(values)), len(values) - 1)])
+        assert level[1] == 0.0
+    colours = np.array([[[0.05, 0.05, 0.05], [0.1, 0.1, 0.1], [0.3, 0.3, 0.3], [0.5, 0.5, 1.0], [0.5, 0.5, 0.975]]],
+                       np.float32)
+    weight = uv_solver.exposure_weight(tf.constant(colours), tf.constant([0.5]), 0.1, 0.99).numpy()[0, :, 0]
+    # luminance / median: 0.1 (shadow edge: 0), 0.2 ((0.2 - 0.1) / 0.15), 0.6 (1); clipped blue: 0; 0.015 below: 1/2
+    np.testing.assert_allclose(weight, [0.0, 2.0 / 3.0, 1.0, 0.0, 0.5], atol=1e-5)
+    off = uv_solver.exposure_weight(tf.constant(colours), tf.constant([0.5]), 0.0, 1.01).numpy()
+    np.testing.assert_array_equal(off, np.ones_like(off))
+
+
+def test_exposure_weighting_takes_shadows_out_of_the_fit(prior_out):
+    renderer, _, sample = prior_out
+    assert uv_solver.exposure_weighted(sample, 0.0, 1.01) is sample
+    shadowed = dict(sample, image=sample["image"] * tf.concat([tf.fill([2, 96, 48, 1], 0.02),
+                                                               tf.ones([2, 96, 48, 1])], axis=2))
+    weighted = uv_solver.exposure_weighted(shadowed, 0.1, 0.99)
+    face = sample["face_mask"].numpy() > 0.5
+    kept = weighted["face_mask"].numpy()
+    assert kept[:, :, :48][face[:, :, :48]].max() == 0.0            # the darkened half leaves the image terms
+    assert kept[:, :, 48:][face[:, :, 48:]].mean() > 0.9
+    assert weighted["visibility_uv"].numpy().sum() < sample["visibility_uv"].numpy().sum()
+
+
+def test_shadow_weight_follows_the_coarse_shading(prior_out):
+    renderer, _, sample = prior_out
+    side = np.zeros((2, 3, 9), np.float32)
+    side[:, :, 3] = -0.9                                   # light from one side (Deng's x term), ambient kept
+    lit = dict(sample, gamma=tf.constant(side.reshape(2, 27)))
+    weight = uv_solver.shadow_weight(lit, 0.25).numpy()[..., 0]
+    shading = tf.reduce_mean(sh.shading(lit["normals_uv"], lit["gamma"][:, None, None, :]), -1).numpy()
+    seen = lit["visibility_uv"].numpy()[..., 0] > 0.5
+    for b in range(2):
+        level = np.sort(shading[b][seen[b]])[int(0.9 * seen[b].sum())]
+        relative = shading[b] / level
+        np.testing.assert_allclose(weight[b], np.clip((relative - 0.25) / 0.375, 0, 1), atol=1e-5)
+        assert (weight[b][seen[b]] == 0).any() and (weight[b][seen[b]] == 1).any()   # one side in shadow
+    weighted = uv_solver.exposure_weighted(lit, 0.0, 1.01, 0.25)
+    assert weighted["face_mask"].numpy().sum() < 0.9 * lit["face_mask"].numpy().sum()

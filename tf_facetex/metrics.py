@@ -123,6 +123,20 @@ def scale_invariant_rmse(prediction, target, mask, per_channel=True):
     return tf.sqrt(masked_mse(aligned, target, mask))
 
 
+def aligned_region_rmse(prediction, target, region, align_region, per_channel=True):
+    """RMSE on ``region`` after the `scale_alignment` fitted on ``align_region``: [B, H, W, C] x2, masks -> [B].
+
+    The albedo error of one part of the chart (e.g. the texels the photo did not show) with the scale of the
+    whole chart: a region's own scale would hide a tone shift there. NaN where ``region`` is empty (an error of
+    nothing is not zero; the caller decides what an empty region counts as).
+    """
+    prediction = tf.convert_to_tensor(prediction, tf.float32)
+    target = tf.convert_to_tensor(target, tf.float32)
+    aligned = scale_alignment(prediction, target, align_region, per_channel) * prediction
+    rmse = tf.sqrt(masked_mse(aligned, target, region))
+    return tf.where(mask_area(_mask(region, prediction)) > 0, rmse, tf.constant(float("nan"), tf.float32))
+
+
 def albedo_metrics(prediction_uv, target_uv, uv_mask, per_channel=True):
     """Ground-truth albedo errors in UV on the face region: dict of [B] (si-RMSE, SSIM, L1 after alignment)."""
     aligned = scale_alignment(prediction_uv, target_uv, uv_mask, per_channel) * tf.convert_to_tensor(
@@ -138,3 +152,16 @@ def image_metrics(rendered, image, face_mask):
     return {"l1": masked_l1(rendered, image, face_mask),
             "psnr": masked_psnr(rendered, image, face_mask),
             "ssim": masked_ssim(rendered, image, face_mask)}
+
+
+def flat_colour_rmse(target, mask):
+    """RMSE of the best flat colour against ``target`` on the mask: the baseline an albedo must beat.
+
+    A flat colour k [C] under the per-channel scale alignment of `scale_invariant_rmse` can become any constant,
+    so the best one is, per channel, the mean of the target over the mask, and the error is
+        sqrt( sum_c sum_t m_t (mean_c - g_tc)^2 / (C sum_t m_t) ),
+    i.e. `scale_invariant_rmse` of a constant prediction (ones). An albedo whose si-RMSE is above this number
+    describes the true albedo worse than no detail at all. [B, H, W, C], mask [B, H, W, 1] -> [B].
+    """
+    target = tf.convert_to_tensor(target, tf.float32)
+    return scale_invariant_rmse(tf.ones_like(target), target, mask)

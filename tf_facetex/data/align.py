@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from tf_facetex.conventions import CROP_SIZE
+from tf_facetex.data.landmarks import five_points  # noqa: F401 - re-exported: align.five_points is used widely
 
 
 # Deng's five 3D alignment points (similarity_Lm3D_all; BFM units, y up, face towards +z), order:
@@ -62,12 +63,6 @@ def project_template(points3d=DENG_LM3D_5, crop_size: int = CROP_SIZE, focal_at_
     centre = (crop_size - 1) / 2.0
     depth = camera_distance - points3d[:, 2]
     return np.stack([centre + focal * points3d[:, 0] / depth, centre - focal * points3d[:, 1] / depth], axis=1)
-
-
-def five_points(landmarks68: np.ndarray) -> np.ndarray:
-    """[68, 2] -> [5, 2]: eye centres (mean of 36-41 and of 42-47), nose tip 30, mouth corners 48, 54."""
-    lm = np.asarray(landmarks68, dtype=np.float64)
-    return np.stack([lm[36:42].mean(axis=0), lm[42:48].mean(axis=0), lm[30], lm[48], lm[54]]).astype(np.float32)
 
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray, allow_rotation: bool = True) -> np.ndarray:

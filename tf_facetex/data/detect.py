@@ -7,15 +7,35 @@
   the mean grey level to ``EXPOSURE_TARGET_MEAN``: harsh side or low light leaves most of the face
   almost black, and both detectors need contrast there). Every `Face` says which stage found it
   (``Face.detector``: 'hog', 'hog+exposure', 'cnn', 'cnn+exposure'; 'box' / 'box+<stage>' for a box
-  the caller gave, 'group:<donor>' for a box or landmarks borrowed from another photo of the subject).
+  the caller gave, 'group:<donor>' for a box or landmarks borrowed from another photo of the subject; a
+  suffix says who gave the points when it was not dlib on the detector's box: '+net', '+dlib').
 - Landmarks: dlib's 68-point shape predictor (iBUG 300-W / Multi-PIE markup, 0-based indices:
   jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67). It was trained on HOG boxes; CNN boxes
   are mapped to HOG-like boxes first (`CNN_TO_HOG_BOX`, measured on CelebAMask-HQ photos).
-- Scale handling: images larger than ``max_side`` are downscaled for detection *and* landmarks, and the
-  results mapped back to the original pixel grid; when nothing is found in a small image, it is
-  upsampled (dlib's ``upsample_num_times``) and, for tight crops where the face touches the border
-  (aligned datasets such as CelebA / UTKFace, Yale B's cropped frames), padded (replicated or
-  reflected border) before the next stage; boxes and landmarks are mapped back to the unpadded image.
+- Second landmark model (``landmark_net``, the shipped `tf_facetex.data.landmark_net`): a small CNN that
+  regresses the 68 points from the box's grey crop and says whether the crop holds a face. It checks every
+  find (+28 ms median per ordinary photo on the loaded 2-core CPU; the detectors take 70-1000 ms): a find
+  it calls no face (probability below ``reject_probability``) is a false detection and is dropped (the next
+  stage runs). Whose points a find keeps is `landmark_source`, a cascade with dlib first:
+  1. the network's crop is mostly outside the photo (`landmark_net.made_up_fraction` above ``max_made_up``:
+     a tight crop such as Yale B's, brows to chin, where most of what the network sees is the repeated edge,
+     unlike anything it was trained on): dlib's points, which stay precise there (on a last-resort find,
+     which has none yet, dlib's shape predictor runs in the box of the network's points: stage ``+dlib``);
+  2. dlib's points from a HOG box that agree with the network's (five-point distance at most
+     ``disagreement`` inter-ocular distances): dlib's (they are the more precise);
+  3. otherwise the network's (stage ``+net``): dlib is known to do badly on CNN and last-resort boxes, and a
+     disagreement on a HOG box means dlib has lost the face under a hard light or behind an occluder.
+  Why not a cheaper check of dlib's points alone: their shape is as face-like when they are wrong as when
+  they are right, and dlib's result is as stable under a new box or the mirror image when it is wrong as
+  when it is right (docs/results/eval_detection.notes.md).
+- Last resorts (``last_resort``), only when every stage found nothing: the CNN on the grey copy, on the
+  mirror image, on a padded copy, and HOG with a lower threshold (``LAST_RESORT_HOG_THRESHOLD``), each find
+  checked by the network as above and given its points (stage 'retry:<which>+net', or '+dlib' by rule 1 of
+  `landmark_source`); the very last is a
+  guess that the face fills the image (tight crops of one face, where neither detector sees a face cut by
+  the frame or crossed by an occluder): centred boxes of `CENTRE_GUESS_SIDES` x the shorter side, kept only
+  when the network calls the crop a face with probability >= ``accept_probability`` (stage
+  'retry:centre+net').
 - Known boxes and sets of photos (a user's ``--face_box`` / box file, the same-subject fallback):
   `tf_facetex.data.known_faces`, built on this module's `FaceDetector`.
 All coordinates use the project convention: x right, y down, integer pixel centres.
@@ -27,9 +47,10 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
+from tf_facetex.data import landmark_net as lnet
+from tf_facetex.data.landmarks import NUM_LANDMARKS, five_point_distance
 from tf_facetex.errors import AssetError, FaceTexError, NoFaceError
 
-NUM_LANDMARKS = 68
 DETECTORS = ("auto", "hog", "cnn")
 EXPOSURE_TARGET_MEAN = 0.45     # grey-level mean the exposure-normalised copy is brought to (gamma)
 EXPOSURE_MIN_CHANGE = 0.1       # skip the normalised copy when its gamma is within this of 1 (nothing to gain)
@@ -37,7 +58,18 @@ EXPOSURE_MIN_CHANGE = 0.1       # skip the normalised copy when its gamma is wit
 # scale). Means over 60 CelebAMask-HQ photos where both detectors found the one face (at 320 px):
 # dx 0.063 (sd 0.051), dy 0.090 (sd 0.076), width x1.063 (sd 0.098), height x1.057.
 CNN_TO_HOG_BOX = (0.063, 0.090, 1.063, 1.057)
-STAGE_RANK = {"hog": 0, "hog+exposure": 1, "cnn": 2, "cnn+exposure": 3}   # reliability of each stage's finds
+STAGE_RANK = {"hog": 0, "hog+exposure": 1, "hog+net": 2, "hog+exposure+net": 3, "cnn+net": 4, "cnn": 4,
+              "cnn+exposure+net": 5, "cnn+exposure": 5}   # reliability of each stage's finds (lower: better)
+# the landmark network's checks (see the module doc); chosen on synthetic faces of seeds 3301 / 3302 and
+# CelebAMask-HQ photos 700-799, never on the evaluation sets (docs/results/eval_detection.notes.md)
+DISAGREEMENT = 0.125                # five-point distance dlib <-> network (inter-ocular units) to switch
+# above this share of made-up (edge-repeated) crop, the network's points are not used (`landmark_source`): its
+# training crops are at most ~1/3 outside the photo (synthetic faces; CelebAMask-HQ ~0.1), Yale B's ~3/4
+MAX_MADE_UP = 0.5
+LAST_RESORT_HOG_THRESHOLD = -0.3
+CENTRE_GUESS_SIDES = (0.75, 0.55)   # the face box of a face that fills a tight crop, x the shorter side
+ACCEPT_PROBABILITY = 0.9            # the network's face probability that a centred guess needs
+REJECT_PROBABILITY = 0.5            # below this, a detector's find is a false detection
 PAD_MODES = {"replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101}
 
 
@@ -133,13 +165,21 @@ class FaceDetector:
         ~0.3 s at 256 px, ~1.1 s at 512 px on one CPU core; it finds faces down to ~80 px at that size);
         with ``all_faces`` it runs at ``max_side`` (small faces are what that mode is for).
       exposure_retry: also try each stage on an exposure-normalised copy (`exposure_normalised`).
+      landmark_net: the second landmark model: "shipped" (default: `landmark_net.load_shipped`, None when
+        the checkout has no weights), None (dlib's points only), or a `landmark_net.LandmarkNet`.
+      disagreement, accept_probability, reject_probability, max_made_up: see the module doc
+        (`DISAGREEMENT`, `ACCEPT_PROBABILITY`, `REJECT_PROBABILITY`, `MAX_MADE_UP`).
+      last_resort: the last-resort retries of the module doc ("auto" only).
     With ``all_faces`` the first pass is already upsampled once (for images below
     ``upsample_below``), because small faces next to a large one are what that mode is for.
     """
 
     def __init__(self, detector: str = "auto", max_side: int = 1024, max_upsample: int = 2,
                  upsample_below: int = 800, pad_fraction: float = 0.25, pad_mode: str = "replicate",
-                 cnn_max_side: int = 384, exposure_retry: bool = True):
+                 cnn_max_side: int = 384, exposure_retry: bool = True, landmark_net="shipped",
+                 disagreement: float = DISAGREEMENT, accept_probability: float = ACCEPT_PROBABILITY,
+                 reject_probability: float = REJECT_PROBABILITY, last_resort: bool = True,
+                 max_made_up: float = MAX_MADE_UP):
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, not {detector!r}")
         if pad_mode not in PAD_MODES:
@@ -155,6 +195,12 @@ class FaceDetector:
         self.pad_mode = pad_mode
         self.cnn_max_side = int(cnn_max_side)
         self.exposure_retry = bool(exposure_retry)
+        self.disagreement = float(disagreement)
+        self.accept_probability = float(accept_probability)
+        self.reject_probability = float(reject_probability)
+        self.max_made_up = float(max_made_up)
+        self.last_resort = bool(last_resort) and detector == "auto"
+        self.landmark_net = _second_opinion(landmark_net)
 
     def detect(self, image: np.ndarray, all_faces: bool = False, name: str = "<image>") -> List[Face]:
         """Faces in an image, largest first.
@@ -177,7 +223,9 @@ class FaceDetector:
 
     def describe(self) -> str:
         stages = {"auto": "HOG then CNN detector", "hog": "hog detector", "cnn": "cnn detector"}[self.detector_name]
-        return stages + (", exposure-normalised retry" if self.exposure_retry else "")
+        return (stages + (", exposure-normalised retry" if self.exposure_retry else "")
+                + (", last-resort retries" if self.last_resort else "")
+                + (", landmark network" if self.landmark_net is not None else ""))
 
     def landmarks_in_box(self, image: np.ndarray, box) -> np.ndarray:
         """68 landmarks for a given face box (x0, y0, x1, y1) in ``image``: float32 [68, 2]."""
@@ -231,11 +279,92 @@ class FaceDetector:
                     if work is None:
                         continue
                 faces = stage(work, all_faces, bool(suffix))
+                for face in faces:
+                    face.detector = stage_name + suffix
+                faces = self._checked(image, faces, trust_dlib=stage_name == "hog")
                 if faces:
-                    for face in faces:
-                        face.detector = stage_name + suffix
                     return faces
+        if self.last_resort and self.landmark_net is not None:
+            return self._last_resort(image)
         return []
+
+    # ------------------------------------------------------------------------------- landmark checks
+    def _checked(self, image: np.ndarray, faces: List[Face], trust_dlib: bool, has_dlib_points: bool = True
+                 ) -> List[Face]:
+        """The network's check of each find (module doc): false detections dropped, the points chosen by
+        `landmark_source` (``trust_dlib``: a HOG find; ``has_dlib_points``: False for last-resort finds)."""
+        if self.landmark_net is None:
+            return faces
+        kept = []
+        for face in faces:
+            points, probability = self.landmark_net.predict_with_score(image, face.box)
+            if probability < self.reject_probability:
+                continue
+            kept.append(self._with_chosen_points(image, face, points, trust_dlib, has_dlib_points))
+        return kept
+
+    def _with_chosen_points(self, image: np.ndarray, face: Face, points: np.ndarray, trust_dlib: bool,
+                            has_dlib_points: bool) -> Face:
+        """``face`` with the points `landmark_source` picks between dlib's (``face.landmarks``, or dlib in the box
+        of the network's ``points`` when the find has none) and the network's."""
+        source = landmark_source(face.landmarks if has_dlib_points else None, points,
+                                 self.landmark_net.made_up_fraction(image.shape, points), trust_dlib,
+                                 self.disagreement, self.max_made_up)
+        if source == "net":
+            face.landmarks, face.detector = points, face.detector + "+net"
+        elif not has_dlib_points:
+            box = lnet.box_from_landmarks(points, self.landmark_net.inner_to_box)
+            face.landmarks, face.detector = self.landmarks_in_box(image, box), face.detector + "+dlib"
+        return face
+
+    def _last_resort(self, image: np.ndarray) -> List[Face]:
+        """The retries of the module doc, in order; the first find the network accepts wins."""
+        width = image.shape[1]
+        pad = _pad_size(image, self.pad_fraction)
+        grey = np.repeat(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        mirrored = np.ascontiguousarray(image[:, ::-1])
+        attempts = [("grey", grey, lambda work: self._cnn_stage(work, False)),
+                    ("mirror", mirrored, lambda work: self._cnn_stage(work, False)),
+                    ("pad", image, lambda work: self._cnn_stage(_pad(work, self.pad_fraction, self.pad_mode),
+                                                                False)),
+                    ("hog_low", image, self._low_threshold_hog)]
+        for name, work, stage in attempts:
+            faces = stage(work)
+            if name == "pad":
+                faces = [_shift(face, -pad) for face in faces]
+            if name == "mirror":
+                faces = [_unmirror(face, width) for face in faces]
+            for face in faces:
+                face.detector = f"retry:{name}"
+            faces = self._checked(image, faces, trust_dlib=False, has_dlib_points=False)
+            if faces:
+                return faces
+        return self._centre_guess(image)
+
+    def _centre_guess(self, image: np.ndarray) -> List[Face]:
+        """The face that fills the image, if the network sees one there (see the module doc)."""
+        height, width = image.shape[:2]
+        for fraction in CENTRE_GUESS_SIDES:
+            half = 0.5 * fraction * min(height, width)
+            box = np.array([(width - 1) / 2 - half, (height - 1) / 2 - half, (width - 1) / 2 + half,
+                            (height - 1) / 2 + half], np.float32)
+            points, probability = self.landmark_net.predict_with_score(image, box, passes=3)
+            if probability >= self.accept_probability:
+                face = Face(box=lnet.box_from_landmarks(points, self.landmark_net.inner_to_box), landmarks=points,
+                            score=probability, detector="retry:centre")
+                return [self._with_chosen_points(image, face, points, trust_dlib=False, has_dlib_points=False)]
+        return []
+
+    def _low_threshold_hog(self, image: np.ndarray) -> List[Face]:
+        hog = _load_detector("hog")
+        scale = min(1.0, self.max_side / float(max(image.shape[:2])))
+        work = image if scale == 1.0 else _resize(image, scale)
+        upsample = 1 if max(work.shape[:2]) < self.upsample_below else 0
+        rects, scores, _ = hog.run(np.ascontiguousarray(work), upsample, LAST_RESORT_HOG_THRESHOLD)
+        faces = [Face(box=np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32),
+                      landmarks=np.zeros((NUM_LANDMARKS, 2), np.float32), score=float(score), detector="hog")
+                 for r, score in sorted(zip(rects, scores), key=lambda item: -item[1])[:1]]
+        return _rescale_faces(faces, work.shape, image.shape[:2]) if faces else []
 
     def _hog_stage(self, image: np.ndarray, all_faces: bool, retry: bool = False) -> List[Face]:
         height, width = image.shape[:2]
@@ -290,6 +419,25 @@ class FaceDetector:
         return faces
 
 
+def landmark_source(dlib_points, net_points, made_up: float, dlib_trusted: bool,
+                    disagreement: float = DISAGREEMENT, max_made_up: float = MAX_MADE_UP) -> str:
+    """The cascade's choice of one find's 68 points (module doc, rules 1-3): "dlib" or "net".
+
+    Args:
+      dlib_points: float [68, 2] dlib's points on the detector's box, or None when the find has none (a
+        last-resort find: "dlib" then means dlib's shape predictor in the box of the network's points).
+      net_points: float [68, 2] the network's points.
+      made_up: the share of the network's crop outside the photo (`landmark_net.made_up_fraction`).
+      dlib_trusted: whether dlib's points may be kept when the two agree (finds of the HOG detector, whose
+        boxes dlib's shape predictor was trained on).
+    """
+    if made_up > max_made_up:
+        return "dlib"
+    if dlib_trusted and dlib_points is not None and five_point_distance(dlib_points, net_points) <= disagreement:
+        return "dlib"
+    return "net"
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two (x0, y0, x1, y1) boxes."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -327,6 +475,35 @@ def _rescale_face(face: Face, factor: np.ndarray, shape) -> Face:
     box = np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
     return Face(box=box, landmarks=((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), score=face.score,
                 detector=face.detector)
+
+
+def _second_opinion(landmark_net):
+    """The LandmarkNet (or None) for the detector's ``landmark_net`` argument."""
+    if landmark_net is None:
+        return None
+    if isinstance(landmark_net, str) and landmark_net != "shipped":
+        raise ValueError(f"landmark_net must be 'shipped', None or a LandmarkNet, not {landmark_net!r}")
+    return lnet.load_shipped() if isinstance(landmark_net, str) else landmark_net
+
+
+def _pad_size(image: np.ndarray, fraction: float) -> int:
+    return int(round(fraction * max(image.shape[:2])))
+
+
+def _pad(image: np.ndarray, fraction: float, mode: str) -> np.ndarray:
+    pad = _pad_size(image, fraction)
+    return np.ascontiguousarray(cv2.copyMakeBorder(image, pad, pad, pad, pad, PAD_MODES[mode]))
+
+
+def _shift(face: Face, offset: float) -> Face:
+    return Face(box=face.box + offset, landmarks=face.landmarks + offset, score=face.score, detector=face.detector)
+
+
+def _unmirror(face: Face, width: int) -> Face:
+    """A face found in the mirror image -> the same face in the photo (box only: its points are re-made)."""
+    x0, y0, x1, y1 = face.box
+    return Face(box=np.array([width - 1 - x1, y0, width - 1 - x0, y1], np.float32),
+                landmarks=face.landmarks.copy(), score=face.score, detector=face.detector)
 
 
 def detect_faces(image: np.ndarray, all_faces: bool = False, detector: str = "auto",

@@ -302,7 +302,7 @@ def model_card(summary: dict, eval_result: dict, sha256: str, size_bytes: int, t
         "non-photographic faces are out of distribution. Caps: on 2 of the 20 held-out photos of "
         "docs/results/clean_albedo.md the network labels the region under a cap's brim as face. The face mask is "
         "the probability where it exceeds 0.5 (binary at 0.5 for the fit); the unwrap additionally requires every "
-        "bilinear tap of a texel's source pixel to reach 0.9 (`PriorConfig.unwrap_mask_threshold`).",
+        "bilinear tap of a texel's source pixel to reach 0.97 (`PriorConfig.unwrap_mask_threshold`).",
         "",
     ]
     return "\n".join(lines)

@@ -293,19 +293,23 @@ class SyntheticFaceGenerator:
         face, proj_mask = face.numpy(), proj_mask.numpy()
         pixels, _ = camera.project(tf.gather(posed, self.model.landmark_indices, axis=1), c.image_size)
         pixels_np = pixels.numpy()
-        images, occluders = [], []
+        images, clean_images, occluders = [], [], []
         for b in range(batch):
             background = self._background(rng)
             image = face[b] * proj_mask[b] + background * (1 - proj_mask[b])
-            image = self._fill_openings(rng, image, pixels_np[b], proj_mask[b])
+            clean = image = self._fill_openings(rng, image, pixels_np[b], proj_mask[b])
             occluder = np.zeros(image.shape[:2], np.float32)
             if rng.uniform() < c.occluder_prob:
                 image, occluder = self._occlude(rng, image)
-            image = image + rng.normal(0, c.noise_std, image.shape)
-            images.append(np.clip(image, 0, 1))
+            # One noise draw for both renders (and the random stream of earlier versions): the unoccluded
+            # render differs from the photo by the occluder alone (the ghosting reference).
+            noise = rng.normal(0, c.noise_std, image.shape)
+            images.append(np.clip(image + noise, 0, 1))
+            clean_images.append(np.clip(clean + noise, 0, 1))
             occluders.append(occluder)
         occluders = np.stack(occluders)[..., None]
         return {"image": (np.stack(images) * 255 + 0.5).astype(np.uint8),
+                "image_clean": (np.stack(clean_images) * 255 + 0.5).astype(np.uint8),
                 "albedo_gt_uv": albedo, "irradiance_gt_uv": irradiance,
                 "coeffs": coeffs.astype(np.float32), "landmarks": pixels_np.astype(np.float32),
                 "proj_mask": proj_mask.astype(np.float32), "occluder_mask": occluders,
@@ -413,13 +417,21 @@ def write_synthetic_dataset(model, config: SyntheticConfig, out_dir, count: int,
                 with open(tmp, "wb") as handle:
                     np.savez_compressed(handle, **{key: faces[key][j] for key in
                                                    ("albedo_gt_uv", "irradiance_gt_uv", "coeffs", "landmarks",
-                                                    "proj_mask", "face_mask", "occluder_mask")},
+                                                    "proj_mask", "face_mask", "occluder_mask", "image_clean")},
                                         split=_split_of(i, test_fraction))
             generated += 1
     np.save(out / "uv_mask.npy", generator.uv_mask)
     if tfrecord:
         write_synthetic_tfrecords(out, count, num_shards, test_fraction)
     return {"count": count, "generated": generated, "out": str(out)}
+
+
+def load_manifest(out_dir) -> dict:
+    """The ``manifest.json`` of a scripts/make_synthetic.py folder (count, seed, config); FaceTexError if absent."""
+    path = pathlib.Path(out_dir) / "manifest.json"
+    if not path.is_file():
+        raise FaceTexError(f"{out_dir}: not a folder of scripts/make_synthetic.py (no manifest.json)")
+    return json.loads(path.read_text())
 
 
 def load_synthetic_face(out_dir, index: int) -> dict:
@@ -434,6 +446,21 @@ def load_synthetic_face(out_dir, index: int) -> dict:
     return face
 
 
+def true_aligned_face(face: dict, clean: bool = False) -> AlignedFace:
+    """A synthetic face (`load_synthetic_face`) as the `AlignedFace` of its true landmarks and true face mask.
+
+    The images are already 224 crops, so the alignment is the identity. ``clean``: the unoccluded render
+    (``image_clean``) with the whole projected face as its mask, instead of the photo with its occluder masked out.
+    """
+    image = face["image_clean"] if clean else face["image"]
+    size = image.shape[0]
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mask = (face["proj_mask"] if clean else face["face_mask"])[..., 0].astype(np.float32)
+    return AlignedFace(image=image, landmarks=face["landmarks"].astype(np.float32), transform=identity,
+                       inverse=identity, original_shape=(size, size), valid=np.ones((size, size), np.float32),
+                       mask=mask, box=np.array([0, 0, size, size], np.float32), score=1.0, face_index=0)
+
+
 def write_synthetic_tfrecords(out_dir, count: int, num_shards: int = 4, test_fraction: float = 0.15):
     """Packs written faces into data-pipeline TFRecords (identity alignment: they are already 224 crops)."""
 
@@ -442,12 +469,7 @@ def write_synthetic_tfrecords(out_dir, count: int, num_shards: int = 4, test_fra
     buckets = {}
     for i in range(count):
         face = load_synthetic_face(out_dir, i)
-        size = face["image"].shape[0]
-        identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-        aligned = AlignedFace(image=face["image"], landmarks=face["landmarks"].astype(np.float32),
-                              transform=identity, inverse=identity, original_shape=(size, size),
-                              valid=np.ones((size, size), np.float32), mask=face["face_mask"][..., 0],
-                              box=np.array([0, 0, size, size], np.float32), score=1.0, face_index=0)
+        aligned = true_aligned_face(face)
         extras = {"albedo_uv": np.round(np.clip(face["albedo_gt_uv"], 0, 1) * 65535).astype(np.uint16),
                   "irradiance_uv": face["irradiance_gt_uv"].astype(np.float32),
                   "coeffs": face["coeffs"].astype(np.float32),

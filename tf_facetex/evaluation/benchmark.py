@@ -101,9 +101,9 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
                 figure["renders"][name].extend(shown[: 4 - len(figure["input"])])
                 figure["albedos"][name].extend(np.clip(output["albedo_uv"].numpy(), 0, 1)[: 4 - len(figure["input"])])
         if want_figure and len(figure["input"]) < 4:
-            figure["input"].extend(batch["image"].numpy()[: 4 - len(figure["input"])])
-            if with_gt:
+            if with_gt:   # before the inputs: their count says how many are still wanted
                 figure["albedos"]["ground truth"].extend(batch["albedo_gt_uv"].numpy()[: 4 - len(figure["input"])])
+            figure["input"].extend(batch["image"].numpy()[: 4 - len(figure["input"])])
         count += int(batch["image"].shape[0])
         if limit and count >= limit:
             break

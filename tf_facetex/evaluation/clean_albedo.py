@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from tf_facetex.data.masks import CELEBAMASK_FACE_CLASSES, polygon_mask
+from tf_facetex.evaluation.clean_report import comparison_table  # noqa: F401 (re-exported)
 
 # CelebAMask-HQ-mini label ids (0 background, 1 skin, 2 nose, 3 glasses, 4/5 eyes, 6/7 brows, 8/9 ears,
 # 10 inner mouth, 11/12 lips, 13 hair, 14 hat, 15 earring, 16 necklace, 17 neck, 18 cloth)
@@ -184,38 +185,131 @@ def summarise(per_image: dict) -> dict:
     return out
 
 
-TABLE_ROWS = (
-    ("occluder leak, nearest pixel (share of seen texels) ↓", "leak_nearest"),
-    ("occluder leak, bilinear-weighted ↓", "leak_weighted"),
-    ("seen texels per face", "seen_texels"),
-    ("coverage of the labelled face ↑", "coverage_face"),
-    ("coverage of the labelled eyes ↑", "coverage_eyes"),
-    ("coverage of the labelled mouth ↑", "coverage_mouth"),
-    ("PSNR labelled face (dB) ↑", "labelled_face_psnr_db"),
-    ("L1 labelled face ↓", "labelled_face_l1"),
-    ("SSIM labelled face ↑", "labelled_face_ssim"),
-    ("PSNR landmark hull (dB) ↑", "landmark_hull_psnr_db"),
-    ("SSIM landmark hull ↑", "landmark_hull_ssim"),
-    ("PSNR own face mask (dB)", "own_mask_psnr_db"),
-    ("PSNR eyes (dB) ↑", "eyes_psnr_db"),
-    ("PSNR mouth (dB) ↑", "mouth_psnr_db"),
-)
+# ------------------------------------------------------------------------------------------ the protocol
+LEAK_KEYS = ("leak_nearest", "leak_any_tap", "leak_weighted", "nonface_nearest")
 
 
-def comparison_table(runs) -> str:
-    """Markdown table of ``scripts/eval_clean_albedo.py`` results side by side: [(name, result dict)] -> str.
+def pooled_leak(per_image: dict) -> dict:
+    """The leak shares over all seen texels of all faces together (a face with many seen texels weighs more)."""
+    seen_total = sum(v["seen_texels"] for v in per_image.values())
+    return {key: (sum(v[key] * v["seen_texels"] for v in per_image.values()) / seen_total if seen_total
+                  else float("nan")) for key in LEAK_KEYS}
 
-    Per-image means (medians in brackets); the pooled leak (all seen texels of all faces together) below.
-    """
-    header = "| metric | " + " | ".join(name for name, _ in runs) + " |"
-    lines = [header, "|---" * (len(runs) + 1) + "|"]
-    for label, key in TABLE_ROWS:
-        cells = []
-        for _, result in runs:
-            entry = result["summary"].get(key)
-            cells.append("–" if entry is None else f"{entry['mean']:.4g} ({entry['median']:.4g})")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| occluder leak pooled over texels ↓ | " + " | ".join(
-        f"{result['leak_pooled_over_texels']['leak_nearest']:.4f}" for _, result in runs) + " |")
-    lines.append("| faces | " + " | ".join(str(result["num_faces"]) for _, result in runs) + " |")
-    return "\n".join(lines) + "\n"
+
+def find_labelled_faces(files, finder, log=print):
+    """Each CelebAMask-HQ photo through the product's `FaceFinder`: (faces, stems, {stem: crop labels}, no_face)."""
+    from tf_facetex.data.images import load_image
+    from tf_facetex.errors import NoFaceError
+    from tf_facetex.evaluation.real_photos import load_celebamask_labels
+
+    faces, stems, labels, no_face = [], [], {}, []
+    for path in files:
+        image = load_image(path)
+        try:
+            face = finder.from_image(image, name=str(path))[0]
+        except NoFaceError:
+            no_face.append(path.stem)
+            continue
+        faces.append(face)
+        stems.append(path.stem)
+        labels[path.stem] = labels_in_crop(load_celebamask_labels(path, image.shape), face.transform,
+                                           face.image.shape[0])
+    log(f"  {len(faces)}/{len(files)} photos with a face")
+    return faces, stems, labels, no_face
+
+
+def baseline_summaries(entries) -> dict:
+    """``name=result.json`` entries -> {name: {label, file, summary, leak_pooled_over_texels, num_faces}}: earlier
+    runs' summaries, copied into a new result so that its table shows them beside it. ValueError on a bad entry."""
+    import json
+    import pathlib
+
+    out = {}
+    for entry in entries:
+        if "=" not in entry:
+            raise ValueError(f"baseline '{entry}' should be name=result.json")
+        name, path = entry.split("=", 1)
+        data = json.loads(pathlib.Path(path).read_text())
+        out[name] = {"label": data.get("label", ""), "file": path, "summary": data["summary"],
+                     "leak_pooled_over_texels": data.get("leak_pooled_over_texels"), "num_faces": data.get("num_faces")}
+    return out
+
+
+def heldout_files(folder=None, count=None):
+    """(the first ``count`` of the held-out CelebAMask-HQ-mini photos, how many are held out): the last 200 by
+    sorted name, which the parsing network never saw. folder: with images/ and masks/ (default: the shared one)."""
+    from tf_facetex import paths
+    from tf_facetex.evaluation import real_photos
+
+    if folder is None:
+        root = paths.faces_dir()
+        if root is None:
+            raise FileNotFoundError("no CelebAMask-HQ folder given and no shared faces folder found")
+        folder = root / "celebamask_hq_mini" / "train"
+    _train, held_out = real_photos.heldout_split(real_photos.celebamask_files(folder))
+    return (held_out if count is None else held_out[:count]), len(held_out)
+
+
+def run_protocol(files, finder, reconstructor, batch_size=4, num_held_out=None, log=print) -> dict:
+    """The clean-albedo metrics of CelebAMask-HQ photos reconstructed end to end by the product (`FaceFinder`,
+    `Reconstructor`; scripts/eval_clean_albedo.py, scripts/evaluate.py --protocol=celebamask): the JSON's body."""
+    from tf_facetex.data.parsing_net import describe_masker
+
+    faces, stems, labels, no_face = find_labelled_faces(files, finder, log)
+    per_image = {}
+    for first in range(0, len(faces), batch_size):
+        batch = faces[first:first + batch_size]
+        for stem, result in zip(stems[first:first + batch_size], reconstructor.reconstruct(batch)):
+            per_image[stem] = evaluate_result(reconstructor.renderer, result, labels[stem])
+        log(f"  {min(first + batch_size, len(faces))}/{len(faces)} faces")
+    return {"protocol": f"CelebAMask-HQ-mini held-out (last {num_held_out or '?'} by sorted name), first "
+                        f"{len(files)}; product FaceFinder + Reconstructor; labels warped into the 224 crop",
+            "masker": describe_masker(finder.face_masker()) if faces else {"name": str(finder.masker_spec)},
+            "face_model": getattr(reconstructor.model, "source", None), "reconstructor": reconstructor.describe(),
+            "num_files": len(files), "num_faces": len(per_image), "no_face": no_face,
+            "occluder_classes": list(OCCLUDER_CLASSES), "summary": summarise(per_image),
+            "leak_pooled_over_texels": pooled_leak(per_image), "per_image": per_image}
+
+
+# ------------------------------------------------------------------------------------------ the before/after figure
+HAIR_CLASSES = (13, 14)    # hair, hat
+
+
+def forehead_region(shape, landmarks68: np.ndarray, height: float = 0.45) -> np.ndarray:
+    """bool [H, W]: the forehead of an upright aligned face, the band above the brows (landmarks 17-26) up to
+    ``height`` x the brow-to-chin distance (a forehead is about half of it)."""
+    lm = np.asarray(landmarks68, np.float64)
+    brows = lm[17:27]
+    rise = height * (lm[8, 1] - brows[:, 1].mean())
+    band = np.concatenate([brows, brows[::-1] - np.array([0.0, rise])])
+    return polygon_mask(shape, band).astype(bool)
+
+
+def forehead_hair_share(labels: np.ndarray, landmarks68: np.ndarray) -> float:
+    """Share of the forehead (`forehead_region`) labelled hair or hat: uint8 [H, W] crop labels -> [0, 1]."""
+    region = forehead_region(labels.shape, landmarks68)
+    return float(class_mask(labels, HAIR_CLASSES)[region].mean()) if region.any() else 0.0
+
+
+def pick_forehead_examples(shares: dict, count: int, hair_min: float = 0.3, clear_max: float = 0.02):
+    """(with_hair, without): the first ``count`` stems (in the dict's order) whose forehead hair share is at
+    least ``hair_min``, and the first ``count`` at most ``clear_max``."""
+    with_hair = [stem for stem, share in shares.items() if share >= hair_min][:count]
+    without = [stem for stem, share in shares.items() if share <= clear_max][:count]
+    return with_hair, without
+
+
+def before_after_figure(rows, cell=96) -> np.ndarray:
+    """uint8 grid of albedo thumbnails: rows of (label, before [S, S, 3], after [S, S, 3]) pairs side by side.
+
+    ``rows``: list of lists of (caption, before, after); each pair becomes two ``cell``-pixel cells."""
+    from tf_facetex import visualize
+
+    def thumb(albedo, text):
+        array = np.clip(np.asarray(albedo, np.float32), 0.0, 1.0)
+        small = (cv2.resize(array, (cell, cell), interpolation=cv2.INTER_AREA) * 255 + 0.5).astype(np.uint8)
+        return visualize.label(small, text, scale=0.3)
+
+    return visualize.grid([[cell_image for caption, before, after in row
+                            for cell_image in (thumb(before, f"{caption} before"), thumb(after, "after"))]
+                           for row in rows])

@@ -8,14 +8,17 @@ true albedo (scripts/make_synthetic.py):
 
 - **ghosting**: the albedo error on the *ghost region*, the texels the photo shows whose mirror is covered by
   an occluder (``ghost_region``): the mirror image of the occluded region, restricted to where it is seen and
-  itself free of the occluder, against the true albedo there;
+  itself free of the occluder, against the same region of the same method's albedo from the unoccluded render
+  of the same face (the generator's ``image_clean``; ``ghost_vs_clean_rmse``: what the occluder added there,
+  the ghost itself) and against the true albedo there (``ghost_rmse``);
 - **completion**: the albedo error on the chart texels the photo did not show (visibility_uv = 0);
 - **occluded**: the error on the occluded texels themselves (what the completion made of the hidden part);
 - **ghost excess**: the ghost region's error minus that of the face's other clean seen texels: when the occluder
   also misleads the light estimate (a masker that misses it), every texel's error rises, the ghost's on top.
 
 All are RMSEs after the per-channel scale alignment of the albedo si-RMSE, with the scale fitted on the whole
-chart (a region's own scale would hide a tone shift there): the numbers compare with `metrics.albedo_metrics`.
+chart (`metrics.aligned_region_rmse`; a region's own scale would hide a tone shift there): the numbers compare
+with `metrics.albedo_metrics`.
 The albedos come from the product's refiners (`evaluation.variants`), never from a copy of the fit.
 """
 import cv2
@@ -73,35 +76,27 @@ def ghost_region(occluded_uv, visibility_uv, uv_mask, symmetry_index=None):
     return (seen * (1.0 - occluded) * mirror_uv(occluded, symmetry_index) * on_chart).numpy()
 
 
-def region_rmse(albedo_uv, truth_uv, region, align_region):
-    """Per-image RMSE on ``region`` after the per-channel scale fitted on ``align_region``.
-
-    Args:
-      albedo_uv, truth_uv: [B, S, S, 3]; region, align_region: [B, S, S, 1].
-    Returns:
-      float64 [B]; NaN where a region is empty.
-    """
-    albedo_uv = tf.convert_to_tensor(albedo_uv, tf.float32)
-    truth_uv = tf.convert_to_tensor(truth_uv, tf.float32)
-    aligned = metrics.scale_alignment(albedo_uv, truth_uv, align_region) * albedo_uv
-    region = np.asarray(region, np.float64)
-    squared = np.sum(region * np.square(aligned.numpy() - truth_uv.numpy()), axis=(1, 2, 3))
-    count = np.sum(region, axis=(1, 2, 3)) * truth_uv.shape[-1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.sqrt(squared / np.maximum(count, 1e-12)), np.nan)
+def _region_rmse(albedo_uv, truth_uv, region, align_region):
+    """`metrics.aligned_region_rmse` as float64 numpy [B] (NaN where the region is empty)."""
+    return np.asarray(metrics.aligned_region_rmse(albedo_uv, truth_uv, region, align_region), np.float64)
 
 
-def mirror_metrics(batch, albedo_uv, uv_mask, occluded_uv, symmetry_index=None):
+def mirror_metrics(batch, albedo_uv, uv_mask, occluded_uv, symmetry_index=None, reference_uv=None):
     """Ghosting, completion and whole-chart albedo errors of one variant's albedo on a batch with ground truth.
 
     Args:
       batch: refinement samples with ``albedo_gt_uv`` and ``visibility_uv`` ([B, ...] tensors or arrays).
       albedo_uv: [B, S, S, 3] the variant's albedo; uv_mask: [S, S, 1];
-      occluded_uv: [B, S, S, 1] (`occluded_texels`); symmetry_index: as `losses.mirror_uv`.
+      occluded_uv: [B, S, S, 1] (`occluded_texels`); symmetry_index: as `losses.mirror_uv`;
+      reference_uv: None or [B, S, S, 3], the same variant's albedo from the unoccluded render of the same faces
+        (the ghosting reference: what the ghost region holds when there is nothing to mirror).
     Returns:
       dict of [B] float64: ghost_rmse, occluded_rmse, completion_rmse, seen_clean_rmse (seen texels neither
       occluded nor in the ghost region), ghost_excess (ghost_rmse - seen_clean_rmse), albedo_si_rmse (the whole
-      chart), and the texel counts ghost_texels, occluded_texels, completion_texels, seen_clean_texels.
+      chart), and the texel counts ghost_texels, occluded_texels, completion_texels, seen_clean_texels. With a
+      reference also ghost_vs_clean_rmse (the albedo against the reference on the ghost region, after the
+      per-channel scale fitted on the whole chart: the ghost itself) and clean_ghost_rmse (the reference against
+      the truth there: the error the region has without an occluder).
     """
     truth = tf.convert_to_tensor(batch["albedo_gt_uv"], tf.float32)
     chart = np.asarray(uv_mask, np.float32)[None] * np.ones(truth.shape[:3] + (1,), np.float32)
@@ -110,14 +105,21 @@ def mirror_metrics(batch, albedo_uv, uv_mask, occluded_uv, symmetry_index=None):
     occluded = np.asarray(occluded_uv, np.float32) * chart
     regions = {"ghost": ghost, "occluded": occluded, "completion": chart * (~visible),
                "seen_clean": chart * visible * (1.0 - occluded) * (1.0 - ghost)}
-    out = {"albedo_si_rmse": region_rmse(albedo_uv, truth, chart, chart)}
+    out = {"albedo_si_rmse": _region_rmse(albedo_uv, truth, chart, chart)}
     for name, region in regions.items():
-        out[f"{name}_rmse"] = region_rmse(albedo_uv, truth, region, chart)
+        out[f"{name}_rmse"] = _region_rmse(albedo_uv, truth, region, chart)
         out[f"{name}_texels"] = region.sum(axis=(1, 2, 3))
     # What the ghost region has beyond the error of the other clean seen texels of the same face (a wrong
     # light or tone raises both alike).
     out["ghost_excess"] = out["ghost_rmse"] - out["seen_clean_rmse"]
+    if reference_uv is not None:
+        out["ghost_vs_clean_rmse"] = _region_rmse(albedo_uv, reference_uv, ghost, chart)
+        out["clean_ghost_rmse"] = _region_rmse(reference_uv, truth, ghost, chart)
     return out
+
+
+# The region each metric is measured on, where its name does not start with it (`summarise`'s texel filter).
+METRIC_REGION = {"ghost_excess": "ghost", "ghost_vs_clean_rmse": "ghost", "clean_ghost_rmse": "ghost"}
 
 
 def summarise(values, min_texels=20):
@@ -126,7 +128,7 @@ def summarise(values, min_texels=20):
     out = {}
     for key, array in values.items():
         array = np.asarray(array, np.float64)
-        region = key[:-len("_rmse")] if key.endswith("_rmse") else ("ghost" if key == "ghost_excess" else None)
+        region = METRIC_REGION.get(key) or (key[:-len("_rmse")] if key.endswith("_rmse") else None)
         counts = values.get(f"{region}_texels") if region else None
         keep = np.isfinite(array)
         if counts is not None:
@@ -141,7 +143,7 @@ def summarise(values, min_texels=20):
 MASK_MODES = ("true", "none")
 
 
-def prior_samples(prior, faces, mask_mode="true"):
+def prior_samples(prior, faces, mask_mode="true", clean=False):
     """Refinement samples of synthetic faces through the product's `PriorModule` (their true landmarks).
 
     Args:
@@ -149,17 +151,145 @@ def prior_samples(prior, faces, mask_mode="true"):
       faces: list of `data.synthetic.load_synthetic_face` dicts.
       mask_mode: 'true' (the generator's face mask: the occluder is masked out, as a perfect parser would) or
         'none' (the projected face: the occluder is taken as seen, as a masker that misses it).
+      clean: the unoccluded render of the same faces (``image_clean``; its true mask is the projected face).
     Returns:
       (dict of [B, ...] tensors: the prior outputs + albedo_gt_uv, occluded_uv [B, S, S, 1] numpy).
     """
     if mask_mode not in MASK_MODES:
         raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-    images = np.stack([face["image"] for face in faces]).astype(np.float32) / 255.0
+    if clean and any("image_clean" not in face for face in faces):
+        raise ValueError("these synthetic faces have no unoccluded render (image_clean): make them again with "
+                         "scripts/make_synthetic.py")
+    images = np.stack([face["image_clean" if clean else "image"] for face in faces]).astype(np.float32) / 255.0
     landmarks = np.stack([face["landmarks"] for face in faces]).astype(np.float32)
-    masks = np.stack([face["face_mask"] for face in faces]).astype(np.float32) if mask_mode == "true" else None
+    mask_key = "proj_mask" if clean else "face_mask"
+    masks = np.stack([face[mask_key] for face in faces]).astype(np.float32) if mask_mode == "true" else None
     out = prior(tf.constant(images), tf.constant(landmarks), None if masks is None else tf.constant(masks))
     out["albedo_gt_uv"] = tf.constant(np.stack([face["albedo_gt_uv"] for face in faces]), tf.float32)
     occluder = np.stack([face["occluder_mask"] for face in faces])
     occluded = occluded_texels(occluder, out["pixel_uv"].numpy(), out["proj_mask"].numpy(),
                                int(out["visibility_uv"].shape[1]))
     return out, occluded
+
+
+def evaluate_ghosting(faces_of_batches, prior, variants, uv_mask, symmetry_index=None, mask_mode="true",
+                      log=print):
+    """Ghosting and completion of each variant over batches of synthetic faces, against the truth and against
+    the same variant on the unoccluded render of the same faces.
+
+    Args:
+      faces_of_batches: iterable of lists of `load_synthetic_face` dicts (with ``image_clean``).
+      prior: `prior.PriorModule` at the faces' UV size; variants: {name: batch -> {'albedo_uv'}}
+        (`evaluation.variants.symmetry_variant`); uv_mask [S, S, 1]; symmetry_index: the renderer's;
+      mask_mode: `prior_samples`' (the unoccluded render always gets its true mask in 'true' mode).
+    Returns:
+      ({name: {metric: [N] list}} per image, in data order; the albedos of the first batch
+      {name: [B, S, S, 3], 'truth', 'image', 'image_clean'} for a figure).
+    """
+    import collections
+
+    values = {name: collections.defaultdict(list) for name in variants}
+    first, done = None, 0
+    for faces in faces_of_batches:
+        batch, occluded = prior_samples(prior, faces, mask_mode)
+        clean_batch, _ = prior_samples(prior, faces, mask_mode, clean=True)
+        albedos = {}
+        for name, variant in variants.items():
+            albedos[name] = np.asarray(variant(batch)["albedo_uv"])
+            reference = np.asarray(variant(clean_batch)["albedo_uv"])
+            for key, value in mirror_metrics(batch, albedos[name], uv_mask, occluded, symmetry_index,
+                                             reference_uv=reference).items():
+                values[name][key].extend(np.asarray(value, np.float64).tolist())
+        if first is None:
+            first = {**albedos, "truth": np.asarray(batch["albedo_gt_uv"]),
+                     "image": np.stack([face["image"] for face in faces]),
+                     "image_clean": np.stack([face["image_clean"] for face in faces])}
+        done += len(faces)
+        log(f"  {done} faces")
+    return {name: dict(per) for name, per in values.items()}, first
+
+
+TEXT_COLUMNS = ("ghost_vs_clean_rmse", "ghost_rmse", "ghost_excess", "completion_rmse", "albedo_si_rmse")
+
+
+def check_protocol_names(variant_names, mask_modes):
+    """ValueError unless every variant name (`variants.parse_symmetry_variant`) and mask mode is known."""
+    from tf_facetex.evaluation.variants import parse_symmetry_variant
+
+    unknown = sorted(set(mask_modes) - set(MASK_MODES))
+    if unknown:
+        raise ValueError(f"mask modes {unknown}: each must be one of {MASK_MODES}")
+    for name in variant_names:
+        parse_symmetry_variant(name)
+
+
+def run_protocol(data_dir, variant_names, mask_modes=("true",), fit_steps=150, batch_size=8, num=0,
+                 face_model=None, figure_faces=4, log=print):
+    """The ghosting / completion protocol on a scripts/make_synthetic.py folder (scripts/eval_symmetry.py,
+    scripts/evaluate.py --protocol=ghosting): returns (result dict for the JSON, figure uint8 or None).
+
+    Every face and its unoccluded render go through the product's `PriorModule` (true landmarks, each of
+    ``mask_modes``) and each variant (`variants.symmetry_variant`); see `evaluate_ghosting` and `mirror_metrics`.
+    The result holds one entry per mask mode under 'runs' ({'summary', 'per_image'}); the figure shows mode
+    'none' when it was run, else the first.
+    """
+    import time
+
+    from tf_facetex.data.synthetic import load_manifest, load_synthetic_face
+    from tf_facetex.evaluation import variants as V
+    from tf_facetex.face_model import load_face_model
+    from tf_facetex.prior.module import PriorConfig, PriorModule
+
+    check_protocol_names(variant_names, mask_modes)
+    manifest = load_manifest(data_dir)
+    count = manifest["count"] if not num else min(num, manifest["count"])
+    uv_size = int(manifest["config"]["uv_size"])
+    model = load_face_model(face_model, log=log)
+    prior = PriorModule(model, PriorConfig(uv_size=uv_size))
+    uv_mask, symmetry_index = prior.renderer.uv_mask, prior.renderer.uv_symmetry_index
+    variants = {name: V.symmetry_variant(name, uv_mask, symmetry_index, fit_steps) for name in variant_names}
+    start, runs, figure = time.time(), {}, None
+    for mode in mask_modes:
+        batches = ([load_synthetic_face(data_dir, i) for i in range(first, min(count, first + batch_size))]
+                   for first in range(0, count, batch_size))
+        log(f"mask {mode}:")
+        values, first = evaluate_ghosting(batches, prior, variants, uv_mask, symmetry_index, mode, log=log)
+        runs[mode] = {"summary": {name: summarise(per) for name, per in values.items()}, "per_image": values}
+        # The figure shows the leaking mask when it was run (a masked occluder leaves nothing to mirror).
+        if figure_faces and first and (mode == "none" or figure is None):
+            figure = ghost_figure(first, list(variants), figure_faces)
+    result = {"data": str(data_dir), "synthetic_config": manifest["config"], "seed": manifest["seed"],
+              "num_faces": count, "masks": list(mask_modes), "fit_steps": fit_steps, "uv_size": uv_size,
+              "face_model": getattr(model, "source", None),
+              "variants": {name: (v.refiner.describe() if hasattr(v, "refiner") else name)
+                           for name, v in variants.items()},
+              "runs": runs, "seconds": time.time() - start}
+    return result, figure
+
+
+def ghost_figure(first, names, faces=4, cell=160):
+    """uint8 grid: photo | unoccluded render | true albedo | each variant's albedo, one row per face."""
+    from tf_facetex import visualize
+
+    def uv(albedo):
+        array = np.clip(np.asarray(albedo, np.float32), 0.0, 1.0)
+        return (cv2.resize(array, (cell, cell), interpolation=cv2.INTER_NEAREST) * 255 + 0.5).astype(np.uint8)
+
+    rows = []
+    for b in range(min(faces, len(first["truth"]))):
+        row = [visualize.label(cv2.resize(first["image"][b], (cell, cell)), "photo"),
+               visualize.label(cv2.resize(first["image_clean"][b], (cell, cell)), "unoccluded"),
+               visualize.label(uv(first["truth"][b]), "true albedo")]
+        rows.append(row + [visualize.label(uv(first[name][b]), name) for name in names])
+    return visualize.grid(rows)
+
+
+def text_table(result):
+    """The per-variant means of ``TEXT_COLUMNS`` of each mask mode as fixed-width text."""
+    lines = []
+    for mode, run in result["runs"].items():
+        lines.append(f"mask {mode}: {'variant':16s} " + " ".join(f"{key:>20s}" for key in TEXT_COLUMNS))
+        for name, summary in run["summary"].items():
+            lines.append(f"{'':>{len(mode) + 7}s} {name:16s} " + " ".join(
+                f"{summary.get(key, {}).get('mean', float('nan')):20.4f}" for key in TEXT_COLUMNS))
+    return "\n".join(lines)

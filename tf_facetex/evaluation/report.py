@@ -11,10 +11,12 @@ rename).
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 
 from tf_facetex import io_utils
+from tf_facetex.evaluation import clean_report
+from tf_facetex.evaluation import speed_report
+from tf_facetex.evaluation.markdown import fmt, table
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = ROOT / "docs" / "results"
@@ -22,50 +24,6 @@ DEFAULT_OUT = ROOT / "docs" / "RESULTS.md"
 MAX_GENERIC_ROWS = 60
 MAX_GENERIC_COLUMNS = 12
 BIG_COLLECTION = 40          # dicts / lists longer than this are summarised ("[1000 entries]"), not expanded
-
-
-# ================================================================================================ formatting helpers
-def fmt(value, digits=4):
-    """A table cell: numbers rounded sensibly, lists short, None as an en dash; '|' escaped."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10000 else str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-            return f"{value:.3g}"
-        if abs(value) >= 100:
-            return f"{value:.1f}"
-        if abs(value) < 1:
-            return f"{value:.{digits}g}"
-        text = f"{value:.{max(1, digits - 1)}f}".rstrip("0")
-        return text + "0" if text.endswith(".") else text
-    if isinstance(value, (list, tuple)):
-        if len(value) > 8 or any(isinstance(v, (dict, list)) for v in value):
-            return f"[{len(value)} values]"
-        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
-    if isinstance(value, dict):
-        return f"{{{len(value)} entries}}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _escape(text):
-    """Pipes inside a table cell would split it."""
-    return text.replace("\\|", "|").replace("|", "\\|").replace("\n", " ")
-
-
-def table(header, rows):
-    """Markdown table lines."""
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [_escape(c) if isinstance(c, str) else fmt(c) for c in row]
-        cells += [""] * (len(header) - len(cells))
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
 
 
 def flatten(value, prefix="", depth=4):
@@ -295,18 +253,31 @@ def synthetic_section(data):
     return lines + [""]
 
 
+from tf_facetex.evaluation import relight_report  # noqa: E402 - plain JSON -> markdown, no TensorFlow
+
 # (file, title, command, explanation, formatter or None for the generic table)
 SECTIONS = [
     ("bench.json", "Speed: end-to-end reconstruction on this machine",
      ".venv/bin/python scripts/bench.py --json docs/results/bench.json",
      "Images per second of the whole product pipeline (detect → prior → unwrap → refine → render, the photo "
      "replicated to the batch), the median ms/image of each stage after one warm-up call (`first call s`: tracing, "
-     "compilation, lazy loading), the peak resident memory of each run, and the FLOPs per image of the two "
-     "networks from the TensorFlow profiler (a multiply-add counts 2). `network` runs the ResNet-50 regressor prior "
-     "and the refinement network with **random weights** (no trained weights exist here; speed does not depend "
-     "on them); `fit` is the no-weights default of `scripts/run_demo.sh`. The achieved GFLOP/s of a network stage "
-     "divided by the machine's measured `tf.matmul` rate says how far the stage is from being compute-bound. "
-     "The machine is shared: read every figure with the load average next to it.", bench_section),
+     "compilation, lazy loading), the peak resident memory of each run, and the FLOPs per image of the "
+     "networks from the TensorFlow profiler (a multiply-add counts 2). `network` runs the regressor prior and the "
+     "refinement network with the shipped weights where they exist (random otherwise; `weights` says which; speed "
+     "does not depend on them); `fit` is the no-weights default of `scripts/run_demo.sh`. The achieved GFLOP/s of "
+     "a network stage divided by the machine's measured `tf.matmul` rate says how far the stage is from being "
+     "compute-bound. The default-path table (issue 19) times the product's default per photo at batch 1 and 16, "
+     "its cold first call and retraces, against the previous UV-fit solver and a ResNet-50 yardstick. "
+     "The machine is shared: read every figure with the load average next to it.",
+     lambda data: bench_section(data) + speed_report.default_path_lines(data.get("default_path"))),
+    ("bench_serving_ratio.json", "Serving renderer (no XLA) against the XLA renderer",
+     ".venv/bin/python scripts/bench_render.py --meshes ict --sizes 224 --batches 16 --serving-ratio 12 --json "
+     "> docs/results/bench_serving_ratio.json",
+     "The full per-texel render that a stock TF Serving SavedModel must use (`FaceRenderer(jit_stages=False)`, no "
+     "XLA) against the XLA-staged default and the whole render under `jit_compile`, called in rotating order each "
+     "round so that they share the load; issue 19 asks for at most 2.5x the XLA renderer's ms/image at 224, "
+     "batch 16. `previous_serving_no_xla` is the serving renderer before its foreground-only stages and early "
+     "culling.", speed_report.serving_ratio_section),
     ("eval_synthetic.json", "Method variants on synthetic faces (the paper's Table 1 columns + albedo error)",
      ".venv/bin/python scripts/evaluate.py --flagfile configs/eval_synthetic.cfg "
      "--json docs/results/eval_synthetic.json",
@@ -338,6 +309,71 @@ SECTIONS = [
      "The same four modes on the 32 held-out synthetic faces of the synthetic table (seed 777), made at UV 128 so "
      "that the shipped network can run on them (`make_synthetic.py --uv_size 128`, `make_refinement_samples.py "
      "--uv_size 128`): the albedo columns measure against the ground truth.", synthetic_section),
+    ("eval_synthetic_hard.json", "Synthetic faces under hard light: the albedo against the best flat colour",
+     ".venv/bin/python scripts/evaluate.py --data='outputs/synth_hard_samples/*.tfrecord' "
+     "--synthetic_dir=outputs/synth_hard --variants=prior,fit --identity=none "
+     "--json=docs/results/eval_synthetic_hard.json",
+     "Synthetic faces lit by a hard directional light on every face, coloured light, specular highlights and an "
+     "occluder (the knobs are listed under the command), true landmarks and masks. The albedo's scale-aligned RMSE "
+     "against the true albedo (per-channel least-squares scale, over the face chart's texels) beside the error of "
+     "the best flat colour under the same alignment (per channel the chart's mean true albedo; "
+     "`metrics.flat_colour_rmse`): an albedo above it describes the face worse than no detail at all. 'Beats flat' "
+     "counts the faces where the albedo's error is the lower. Completion = the error on the texels the photo did not "
+     "show (scale from the whole chart). The re-render is also scored on the hull of the 68 landmarks, a region the "
+     "method's own mask does not decide.",
+     lambda data: clean_report.flat_colour_lines(data) + clean_report.hull_lines(data) + synthetic_section(data)),
+    ("eval_synthetic_images.json", "The synthetic evaluation end to end from the image files",
+     ".venv/bin/python scripts/evaluate.py --protocol=images --data=outputs/synth_eval --batch_size=4 "
+     "--json=docs/results/eval_synthetic_images.json",
+     "The synthetic evaluation faces read from their image files and reconstructed as `scripts/reconstruct.py` "
+     "does (the product's detection, 68 landmarks, alignment, face masker and fit, its defaults), beside the same "
+     "reconstruction from the generator's true landmarks and mask; the albedo scored against the true albedo as "
+     "above. A face the detector misses is not reconstructed and is counted.", clean_report.from_images_lines),
+    ("eval_synthetic_hard_images.json", "Synthetic faces under hard light, end to end from the image files",
+     ".venv/bin/python scripts/evaluate.py --protocol=images --data=outputs/synth_hard --batch_size=4 "
+     "--json=docs/results/eval_synthetic_hard_images.json",
+     "The hard-light faces of the section above, read from their image files and reconstructed as "
+     "`scripts/reconstruct.py` does, beside the same reconstruction from the true landmarks and mask (through the "
+     "product's `Reconstructor` at UV 256, so the true-landmark row differs slightly from the samples' fit row).",
+     clean_report.from_images_lines),
+    ("issue17_ghosting.json", "Ghosting and completion: what the symmetry term copies",
+     ".venv/bin/python scripts/evaluate.py --protocol=ghosting --data=outputs/synth_ghost "
+     "--json=docs/results/issue17_ghosting.json --figure=docs/results/issue17_ghosting.png",
+     "Synthetic faces with an occluder on each (`--occluder_prob 1`), and the same render without it. Ghosting = "
+     "the albedo error on the mirror image of the occluded region (texels the photo shows, free of the occluder, "
+     "whose mirror is occluded), against the same region of the same method's albedo from the unoccluded render "
+     "(what the occluder added there) and against the truth; completion = the error on the texels the photo did not "
+     "show. Scale-aligned RMSEs, the scale fitted on the whole chart. 'uniform' is the paper's symmetry term the fit "
+     "had before issue 17 (weight 5, every chart texel pulled to its mirror, seen or not), 'fit' the shipped one, "
+     "'prior' the prior albedo. Mask `true`: the occluder is masked out; `none`: it counts as seen (a masker that "
+     "misses a strand of hair).", clean_report.ghosting_lines),
+    ("eval_relight.json", "Relighting truth on real photos: one face under many lights (Extended Yale B)",
+     "nice -n 5 .venv/bin/python scripts/eval_relight.py --mode single,multi --json docs/results/eval_relight.json "
+     "--figure docs/results/eval_relight.png",
+     "Frontal photos of one person under one point light at a time (6 subjects x 6 lights), reconstructed by the "
+     "product. Albedo consistency: the per-texel coefficient of variation of A' across a subject's lights (texels "
+     "seen in every photo, each map divided by its mean) over the same for the lit texture A' x shading: how much of "
+     "the light is left in A' (0: none, 1: all). Cross-relighting: photo i's albedo under photo j's estimated light, "
+     "at i's pose, against photo j (PSNR on the face mask), against photo i itself. The multi-photo mode "
+     "(`reconstruct.py --same_person`) fits one albedo to half of the lights and relights it to the other half "
+     "(each held-out light fitted with the albedo fixed); its consistency compares the two halves' albedos, "
+     "beside the single-photo albedos of the same photo pairs (tf_facetex/evaluation/relight.py).",
+     relight_report.relight_lines),
+    ("clean_albedo.json", "Clean albedo on real photos: occluder leak, holes, re-render on label regions",
+     ".venv/bin/python scripts/evaluate.py --protocol=celebamask --limit=20 --batch_size=4 "
+     "--baseline=before=docs/results/issue17/clean_albedo_before_skin.json --json=docs/results/clean_albedo.json",
+     "Held-out CelebAMask-HQ photos (the parsing network never saw them) reconstructed end to end by the product, "
+     "measured against their human labels warped into the crop: occluder leak = share of the albedo texels marked "
+     "seen whose source pixel is hair, hat, glasses, earring, cloth or background; coverage = share of the labelled "
+     "face / eyes / mouth the render covers (holes); re-render L1 / PSNR / SSIM on the labelled face and on the hull "
+     "of the 68 detected landmarks (neither depends on the method's mask; empty render pixels count as black) beside "
+     "the method's own face mask, and PSNR inside the labelled eyes and mouth. `tf_facetex/evaluation/clean_albedo.py` "
+     "defines each.", clean_report.clean_albedo_lines),
+    ("clean_albedo_figure.json", "Before and after: albedos of held-out photos with and without hair on the forehead",
+     ".venv/bin/python scripts/eval_clean_albedo.py --figure docs/results/clean_albedo_figure.png "
+     "--json docs/results/clean_albedo_figure.json",
+     "Albedo maps (96-pixel thumbnails, no photos) of held-out CelebAMask-HQ photos, before issue 17's changes and "
+     "with the shipped defaults.", clean_report.figure_lines),
     ("bench_refiner_modes.json", "Refiner modes end to end",
      ".venv/bin/python scripts/bench_refiner_modes.py --json docs/results/bench_refiner_modes.json",
      "The whole reconstruction of an aligned photo (prior, unwrap, detail stage, renders, turntable) per refiner "
@@ -361,6 +397,15 @@ SECTIONS = [
      "Normalised mean error (NME, percent of the ground-truth box size) of dlib's 68 landmarks and of the fitted "
      "face model's projected landmarks, over all images and by |yaw|; images without a detection are failures "
      "and excluded from the NME. The pose table is the fit's mean absolute angle error.", landmarks_section),
+    ("eval_detection.json", "Face detection + 68-landmark alignment on hard inputs",
+     "nice -n 5 .venv/bin/python scripts/eval_detection.py --json docs/results/eval_detection.json "
+     "--yale_configs auto,auto+group --configs hog,auto_dlib,auto "
+     "--synthetic_sets synthetic_eval=SYNTH_EVAL,synthetic_hard_light=SYNTH_HARD",
+     "How often the product's detector (`tf_facetex.data.detect.FaceDetector`, the default of every entry point) "
+     "finds the face and aligns it: *aligned* = the five alignment points (eye centres, nose tip, mouth corners) "
+     "within 0.15 eye-centre distances of the reference (Yale B: the subject's frontal-light frame; synthetic: "
+     "the true landmarks; CelebAMask-HQ: the eye labels). `summary` has one row per set and configuration; "
+     "`auto` is the default, `auto_dlib` the detector before the landmark network, `hog` HOG alone.", None),
     ("prior_training.json", "Prior regressor training",
      ".venv/bin/python scripts/train_prior.py --flagfile=configs/prior_synthetic.cfg "
      "--results_json docs/results/prior_training.json",
@@ -372,11 +417,13 @@ SECTIONS = [
      "Shape RMSE (mm) of the landmark fit on held-out synthetic faces when Gaussian noise is added to their exact 68 "
      "landmarks, for several identity:expression prior weights, against the mean face.", None),
     ("albedo_model.json", "Albedo model built from photos",
-     ".venv/bin/python scripts/build_albedo_model.py --images ../shared/faces/celebamask_hq_mini/train/images "
-     "--limit 240 --components 10 --uv_size 128 --out outputs/albedo_model/ict_photos.npz "
-     "--figure docs/results/albedo_model.png --report docs/results/albedo_model.json",
-     "The photo-built albedo basis for ICT-FaceKit: how many photos were used, the held-out reconstruction error "
-     "of the basis against the mean alone, and the variance the components explain.", None),
+     ".venv/bin/python scripts/build_albedo_model.py --images 'outputs/real_recipe/faces/train-*.tfrecord' "
+     "--components 10 --uv_size 128 --out outputs/albedo_model/recipe_train.npz "
+     "--figure docs/results/albedo_model.png --report outputs/albedo_model/recipe_train.json; then --evaluate_only "
+     "on 'outputs/real_recipe/faces/test-*.tfrecord' (saved_models/albedo_model/MODEL_CARD.md has both commands)",
+     "The photo-built albedo basis that is ICT-FaceKit's default albedo prior (saved_models/albedo_model/): how "
+     "many photos were used, the variance the components explain, and the test-split reconstruction error of the "
+     "basis against the mean alone, for the shipped build and two smaller ones.", None),
     ("bench_render.json", "Rendering stack speed",
      ".venv/bin/python scripts/bench_render.py --json > docs/results/bench_render.json",
      "ms/image of visibility, interpolation and the full per-texel-shaded render by mesh, image size, batch and "

@@ -15,17 +15,22 @@ Metrics per variant (means over images):
 - the paper's Table 1 columns on the face mask: L1, PSNR, SSIM of the re-render against the input, and
   identity similarity of input and re-render (dlib's face-recognition ResNet in place of LightCNN/evoLve,
   which we cannot run here — said so in every output);
+- the same L1, PSNR, SSIM on the hull of the 68 landmarks (``od_hull_*``, ``oc_hull_*``): a region the
+  method's own mask does not decide;
 - with ground truth (synthetic faces): albedo error after per-channel scale alignment (si-RMSE, SSIM in UV on
-  the face region and on the seen texels), and the relighting error: the recovered albedo rendered under new
-  lights against the true albedo under the same lights (image space, face mask).
+  the face region and on the seen texels), the best flat colour's error and whether the albedo beats it
+  (``albedo_flat_rmse``, ``albedo_beats_flat``), the completion error on the unseen texels
+  (``albedo_unseen_rmse``), and the relighting error: the recovered albedo rendered under new lights against the
+  true albedo under the same lights (image space, face mask).
 """
 import numpy as np
 import tensorflow as tf
 
 from tf_facetex import metrics, sh
+from tf_facetex.evaluation.clean_albedo import landmark_hull
 from tf_facetex.identity import identity_similarity
 from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
-from tf_facetex.refinement.net_fit import NetFitRefiner
+from tf_facetex.refinement.net_fit import net_fit_refiner
 from tf_facetex.refinement.network import NetworkRefiner
 from tf_facetex.refinement.objective import render_lit
 
@@ -66,8 +71,40 @@ def network_variant(net, uv_mask):
 
 def net_fit_variant(net, uv_mask, symmetry_index, steps):
     """The network, then a ``steps``-step fit from its output (`NetFitRefiner`, the product's 'net+fit')."""
-    return _refined(NetFitRefiner(NetworkRefiner(net, uv_mask),
-                                  FitRefiner(uv_mask, symmetry_index, UVFitConfig(steps=steps))))
+    return _refined(net_fit_refiner(NetworkRefiner(net, uv_mask), uv_mask, symmetry_index, steps=steps))
+
+
+SYMMETRY_VARIANT_HELP = ("'prior' (the prior albedo), 'fit' (the shipped fit, `UVFitConfig()`), 'uniform' (today's "
+                         "symmetry term: weight 5, every chart texel pulled to its mirror, seen or not) or "
+                         "weighting[@seen_weight[/seen_scale[/unseen_mirror_weight]]] (`losses.symmetry_weights`)")
+
+
+def parse_symmetry_variant(name):
+    """A symmetry-variant name (``SYMMETRY_VARIANT_HELP``) -> 'prior', 'fit' or the `UVFitConfig` symmetry fields
+    (dict); ValueError on a bad name (checked before anything is built)."""
+    from tf_facetex.losses import SYMMETRY_WEIGHTINGS
+
+    if name in ("prior", "fit"):
+        return name
+    weighting, _, pull = name.partition("@")
+    if weighting not in SYMMETRY_WEIGHTINGS:
+        raise ValueError(f"unknown variant {name!r}: {SYMMETRY_VARIANT_HELP}")
+    try:
+        seen, scale, unseen = (float(v or 0.0) for v in (pull.split("/") + ["", "", ""])[:3])
+    except ValueError:
+        raise ValueError(f"variant {name!r}: the weights after '@' must be numbers") from None
+    return {"symmetry_weighting": weighting, "symmetry_seen_weight": seen, "symmetry_seen_scale": scale,
+            "symmetry_unseen_mirror_weight": unseen}
+
+
+def symmetry_variant(name, uv_mask, symmetry_index, steps=150):
+    """A variant by name for the symmetry comparisons (``SYMMETRY_VARIANT_HELP``); ValueError on a bad name."""
+    parsed = parse_symmetry_variant(name)
+    if parsed == "prior":
+        return prior_variant
+    if parsed == "fit":
+        return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps))
+    return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps, **parsed))
 
 
 def _refined(refiner):
@@ -103,13 +140,47 @@ def evaluate_batch(batch, output, uv_mask, encoder=None, lights=None):
         if encoder is not None:
             shown = composite(rendered, image, face_mask)
             values[f"{tag}_identity"] = _identity(encoder, shown, image, batch["landmarks"])
+    # The same pixel metrics on the hull of the 68 landmarks, a region the method's own mask does not decide
+    # (a method must not score better by masking more out); the render's empty pixels count as black.
+    hull = landmark_hull_masks(batch["landmarks"], image.shape[1:3])
+    for tag, rendered in (("od", detailed), ("oc", coarse)):
+        for name, value in metrics.image_metrics(rendered, image, hull).items():
+            values[f"{tag}_hull_{name}"] = value.numpy()
     if "albedo_gt_uv" in batch:
-        truth = batch["albedo_gt_uv"]
-        region = uv_mask[None] * tf.ones_like(truth[..., :1])
-        for tag, mask in (("albedo", region), ("albedo_seen", batch["visibility_uv"] * region)):
-            for name, value in metrics.albedo_metrics(output["albedo_uv"], truth, mask).items():
-                values[f"{tag}_{name}"] = value.numpy()
-        values["relight_rmse"] = relighting_error(batch, output["albedo_uv"], truth, region, lights)
+        values.update(albedo_truth_metrics(output["albedo_uv"], batch["albedo_gt_uv"], batch["visibility_uv"],
+                                           uv_mask))
+        region = uv_mask[None] * tf.ones_like(batch["albedo_gt_uv"][..., :1])
+        values["relight_rmse"] = relighting_error(batch, output["albedo_uv"], batch["albedo_gt_uv"], region, lights)
+    return values
+
+
+def landmark_hull_masks(landmarks, shape):
+    """float32 [B, H, W, 1]: the convex hull of each image's 68 landmarks ([B, 68, 2] pixels)."""
+    landmarks = np.asarray(landmarks, np.float64)
+    return np.stack([landmark_hull(tuple(shape), points) for points in landmarks]).astype(np.float32)[..., None]
+
+
+def albedo_truth_metrics(albedo_uv, truth_uv, visibility_uv, uv_mask):
+    """Albedo errors against the true albedo on the face chart, per image: dict name -> [B] numpy.
+
+    albedo_{si_rmse, si_l1, ssim} and albedo_seen_* (`metrics.albedo_metrics`, per-channel scale alignment
+    on the chart / on the seen texels); albedo_flat_rmse: the best flat colour's error under the same alignment
+    (`metrics.flat_colour_rmse`, a property of the truth alone); albedo_beats_flat: 1 where the albedo's si-RMSE
+    is below it; albedo_unseen_rmse: the completion error, RMSE on the chart texels the photo did not show after
+    the scale fitted on the whole chart (`metrics.aligned_region_rmse`; NaN when every texel was seen).
+    albedo_uv, truth_uv [B, S, S, 3]; visibility_uv [B, S, S, 1]; uv_mask [S, S, 1].
+    """
+    truth = tf.convert_to_tensor(truth_uv, tf.float32)
+    region = tf.convert_to_tensor(uv_mask, tf.float32)[None] * tf.ones_like(truth[..., :1])
+    seen = tf.cast(tf.convert_to_tensor(visibility_uv, tf.float32) > 0.5, tf.float32)
+    values = {}
+    for tag, mask in (("albedo", region), ("albedo_seen", seen * region)):
+        for name, value in metrics.albedo_metrics(albedo_uv, truth, mask).items():
+            values[f"{tag}_{name}"] = value.numpy()
+    values["albedo_flat_rmse"] = metrics.flat_colour_rmse(truth, region).numpy()
+    values["albedo_beats_flat"] = (values["albedo_si_rmse"] < values["albedo_flat_rmse"]).astype(np.float64)
+    values["albedo_unseen_rmse"] = metrics.aligned_region_rmse(albedo_uv, truth, region * (1.0 - seen),
+                                                                region).numpy()
     return values
 
 

@@ -10,9 +10,11 @@ docs/SERVING.md):
   (R(A', L)), ``render_mask`` f32 [B, H, H, 1] (M_proj), ``visibility_uv`` f32 [B, S, S, 1] and
   ``albedo_png_bytes`` string [B] (A' as a PNG, outside of the chart filled by pull-push, ready for a renderer;
   TF Serving's REST API returns ``*_bytes`` outputs base64-encoded as ``{"b64": ...}``).
-- ``refine(texture_uv f32 [B, S, S, 3], visibility_uv f32 [B, S, S, 1], prior_albedo_uv f32 [B, S, S, 3])`` ->
-  ``albedo_uv``, ``illumination_uv``: the refinement network alone (unseen texels filled with the fixed noise of
-  `refinement.network.unseen_noise`, outputs masked to the UV chart).
+- ``refine(texture_uv f32 [B, S, S, 3], visibility_uv f32 [B, S, S, 1], prior_albedo_uv f32 [B, S, S, 3],
+  gamma f32 [B, 27], normals_uv f32 [B, S, S, 3])`` -> ``albedo_uv``, ``illumination_uv``: the refinement network
+  alone (unseen texels filled with the fixed noise of `refinement.network.unseen_noise`, outputs masked to the UV
+  chart; gamma is the prior's coarse light and normals_uv its camera-frame normal map: the bases of a residual
+  network's light map and albedo, `refinement.network.network_inputs`).
 
 The graph is built with ``FaceRenderer(jit_stages=False)``: plain TF ops, no XLA, no py_function, so a stock
 ``tensorflow_model_server`` runs it. The prior path reproduces `PriorModule` in regressor mode without its eager
@@ -108,7 +110,9 @@ class FaceTexServing(tf.Module):
         self.refine = tf.function(self._refine, input_signature=[
             tf.TensorSpec([None, s, s, 3], tf.float32, name="texture_uv"),
             tf.TensorSpec([None, s, s, 1], tf.float32, name="visibility_uv"),
-            tf.TensorSpec([None, s, s, 3], tf.float32, name="prior_albedo_uv")])
+            tf.TensorSpec([None, s, s, 3], tf.float32, name="prior_albedo_uv"),
+            tf.TensorSpec([None, 27], tf.float32, name="gamma"),
+            tf.TensorSpec([None, s, s, 3], tf.float32, name="normals_uv")])
 
     # ---------------------------------------------------------------------------------------- pieces (graph ops)
     def prior(self, images):
@@ -124,15 +128,16 @@ class FaceTexServing(tf.Module):
                 "prior_albedo_uv": prior_albedo_uv, "visibility_uv": unwrapped.visibility,
                 "texture_uv": unwrapped.texture * unwrapped.visibility}
 
-    def _refine(self, texture_uv, visibility_uv, prior_albedo_uv):
-        albedo, light = refine_with_network(self.refinement_net, texture_uv, visibility_uv, prior_albedo_uv,
-                                            self.uv_mask, self.noise)
+    def _refine(self, texture_uv, visibility_uv, prior_albedo_uv, gamma, normals_uv):
+        albedo, light = refine_with_network(self.refinement_net, texture_uv, visibility_uv, prior_albedo_uv, gamma,
+                                            normals_uv, self.uv_mask, self.noise)
         return {"albedo_uv": albedo, "illumination_uv": light}
 
     def _serve(self, images):
         images = tf.cast(images, tf.float32) / 255.0
         prior = self.prior(images)
-        refined = self._refine(prior["texture_uv"], prior["visibility_uv"], prior["prior_albedo_uv"])
+        refined = self._refine(prior["texture_uv"], prior["visibility_uv"], prior["prior_albedo_uv"], prior["gamma"],
+                               prior["normals_uv"])
         albedo, light = refined["albedo_uv"], refined["illumination_uv"]
         render, mask = self.renderer.render(albedo, light, prior["raster"], prior["normals_uv"])
         coarse, _ = self.renderer.render(albedo, prior["gamma"], prior["raster"], prior["normals_uv"])

@@ -1,8 +1,9 @@
 """TFLite exports: the refinement network (float32, dynamic-range int8) and the prior regressor, plus a runner.
 
 - Refinement: inputs ``texture_uv`` f32 [1, S, S, 3], ``visibility_uv`` f32 [1, S, S, 1], ``prior_albedo_uv``
-  f32 [1, S, S, 3]; outputs ``albedo_uv`` [1, S, S, 3], ``illumination_uv`` [1, S, S, 27] — the same contract as
-  the SavedModel's ``refine`` signature (the fixed unseen-texel noise and the UV mask are constants in the model).
+  f32 [1, S, S, 3], ``gamma`` f32 [1, 27] (the coarse light), ``normals_uv`` f32 [1, S, S, 3]; outputs
+  ``albedo_uv`` [1, S, S, 3], ``illumination_uv`` [1, S, S, 27] — the same contract as the SavedModel's ``refine``
+  signature (the fixed unseen-texel noise and the UV mask are constants in the model).
 - Regressor: ``images`` uint8 [1, 224, 224, 3] (aligned crops) -> ``coefficients`` f32 [1, C].
 - "dynamic_int8" is dynamic-range quantisation (`tf.lite.Optimize.DEFAULT` without a representative dataset):
   weights stored as int8, activations computed in float; about 4x smaller.
@@ -29,9 +30,12 @@ def refinement_function(net, uv_mask, uv_size, noise_seed=UNSEEN_NOISE_SEED):
 
     @tf.function(input_signature=[tf.TensorSpec([1, uv_size, uv_size, 3], tf.float32, name="texture_uv"),
                                   tf.TensorSpec([1, uv_size, uv_size, 1], tf.float32, name="visibility_uv"),
-                                  tf.TensorSpec([1, uv_size, uv_size, 3], tf.float32, name="prior_albedo_uv")])
-    def refine(texture_uv, visibility_uv, prior_albedo_uv):
-        albedo, light = refine_with_network(net, texture_uv, visibility_uv, prior_albedo_uv, uv_mask, noise)
+                                  tf.TensorSpec([1, uv_size, uv_size, 3], tf.float32, name="prior_albedo_uv"),
+                                  tf.TensorSpec([1, 27], tf.float32, name="gamma"),
+                                  tf.TensorSpec([1, uv_size, uv_size, 3], tf.float32, name="normals_uv")])
+    def refine(texture_uv, visibility_uv, prior_albedo_uv, gamma, normals_uv):
+        albedo, light = refine_with_network(net, texture_uv, visibility_uv, prior_albedo_uv, gamma, normals_uv,
+                                            uv_mask, noise)
         return {"albedo_uv": albedo, "illumination_uv": light}
 
     return refine

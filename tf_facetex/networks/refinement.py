@@ -12,6 +12,18 @@ authors' `UVNet` (docs/METHOD.md, "The refinement network"); at the default ("pa
     light  4 x (bilinear up x2 + conv3x3 + norm + ReLU), 256/128/64/64 -> conv3x3 27, linear
 
 The 27 light channels are Deng's gamma layout [R0..8, G0..8, B0..8] without the 0.8 ambient (`tf_facetex.sh`).
+
+Output modes. ``outputs='absolute'`` (the paper's and the authors'): the albedo decoder's tanh gives A' from scratch
+and the light decoder gives L' itself. ``outputs='residual'`` (the shipped CPU network; docs/METHOD.md, "The shipped
+CPU network"): the decoders give corrections of a base estimate, A' = clip(B + d tanh(a), 0, 1) and
+L' = gamma + l (gamma broadcast over the map), with both output convolutions initialised to zero, so that an
+untrained network reproduces its base exactly and training only has to learn the corrections. The albedo base B
+(``albedo_base``) is the prior albedo A ('prior'), or the per-image fit's starting albedo ('unwrapped': the photo
+divided by the coarse shading where the texel was seen, A elsewhere; `refinement.uv_solver.initial_albedo`, computed
+by the caller and passed as 'base_albedo_uv'), which carries the photo's detail at full resolution past the
+bottleneck. The coarse light gamma [B, 27] is an input: it is added to the light decoder's output and, through one
+dense layer, to the bottleneck features (the network knows which light the prior assumed). The structure (shared
+encoder without skips, residual blocks, albedo decoder 3 ch, light decoder 27 ch) is the same in both modes.
 Trainable parameters: 35,569,950 (~35.57 M, as the authors' network); `count_params()` also counts the
 16,384 BatchNorm moving statistics (PyTorch buffers), 35,586,334 in all.
 
@@ -28,17 +40,19 @@ import tensorflow as tf
 NUM_LIGHT_CHANNELS = 27
 NUM_ALBEDO_CHANNELS = 3
 NORMALIZATIONS = ("batch", "instance", "none")
+OUTPUT_MODES = ("absolute", "residual")
+ALBEDO_BASES = ("prior", "unwrapped")
 
 # The authors' UVNet (docs/METHOD.md, "The refinement network"): ngf 64, 4 stride-2 stages capped at 8 * 64 = 512, 6 residual blocks, BN.
 PAPER_CONFIG = dict(uv_size=256, base_filters=64, num_down=4, max_filters_multiplier=8, num_res_blocks=6,
-                    norm="batch", white_prior=False)
+                    norm="batch", white_prior=False, outputs="absolute")
 # For CPU smoke runs and tests: same topology, 16 base filters, 2 residual blocks, 64^2 UV maps (1.05 M params).
 SMALL_CONFIG = dict(uv_size=64, base_filters=16, num_down=4, max_filters_multiplier=8, num_res_blocks=2,
-                    norm="batch", white_prior=False)
+                    norm="batch", white_prior=False, outputs="absolute")
 # The shipped CPU network (saved_models/refinement_net): same topology at 128^2 UV maps; width and depth chosen by
-# timing training steps on 2 CPU cores (docs/METHOD.md, "The shipped CPU network").
+# timing training steps on 2 CPU cores; residual outputs around the prior (docs/METHOD.md, "The shipped CPU network").
 CPU_CONFIG = dict(uv_size=128, base_filters=24, num_down=4, max_filters_multiplier=8, num_res_blocks=4,
-                  norm="batch", white_prior=False)
+                  norm="batch", white_prior=False, outputs="residual", albedo_base="unwrapped")
 REFINEMENT_CONFIGS = {"paper": PAPER_CONFIG, "small": SMALL_CONFIG, "cpu": CPU_CONFIG}
 
 
@@ -133,6 +147,14 @@ def _conv(filters, kernel_size, strides=1, use_bias=False, name=None, transpose=
                  kernel_initializer=_conv_kernel_initializer(), name=name)
 
 
+def _output_conv(channels, zero=False, name=None):
+    """The decoders' last 3x3 conv (with bias); ``zero`` initialises it to zero (residual outputs start at the prior)."""
+    if not zero:
+        return _conv(channels, 3, use_bias=True, name=name)
+    return keras.layers.Conv2D(channels, 3, padding="same", use_bias=True, kernel_initializer="zeros",
+                               bias_initializer="zeros", name=name)
+
+
 @keras.saving.register_keras_serializable(package="tf_facetex")
 class ResidualBlock(keras.layers.Layer):
     """x + [conv3x3 -> norm -> ReLU -> conv3x3 -> norm](x); no activation after the add (pix2pix ResnetBlock).
@@ -170,9 +192,14 @@ class ResidualBlock(keras.layers.Layer):
 class RefinementNet(keras.Model):
     """Encoder (no skips) -> residual middle -> albedo decoder and light decoder (see module docstring).
 
-    Inputs (call): a dict {'texture_uv', 'prior_albedo_uv'[, 'uv_mask']} or a pair (texture_uv, prior_albedo_uv):
+    Inputs (call): a dict {'texture_uv', 'prior_albedo_uv'[, 'gamma'][, 'uv_mask']} or a tuple (texture_uv,
+    prior_albedo_uv[, gamma]):
       texture_uv: [B, S, S, 3] unwrapped texture in [0, 1], unseen texels noise-filled (`fill_unseen_with_noise`).
       prior_albedo_uv: [B, S, S, 3] prior (3DMM) albedo in [0, 1].
+      gamma: [B, 27] the prior's coarse SH light (Deng layout, no ambient); required with outputs='residual',
+        ignored otherwise.
+      base_albedo_uv: [B, S, S, 3] the albedo the corrections apply to; required with albedo_base='unwrapped'
+        (`refinement.network.network_inputs` computes it), ignored otherwise.
       uv_mask: [B, S, S, 1] or [S, S, 1], only used with white_prior (the white map is white inside it).
       S must be a multiple of 2**num_down (the network is fully convolutional; uv_size is the intended S).
     Outputs: {'albedo': [B, S, S, 3] in [0, 1], 'light': [B, S, S, 27] (Deng gamma layout, no ambient)}.
@@ -185,13 +212,29 @@ class RefinementNet(keras.Model):
       num_res_blocks: residual blocks at the bottleneck (authors 6).
       norm: 'batch' (authors), 'instance' (GroupNormalization(groups=-1)) or 'none' (convs get biases then).
       white_prior: the paper's Fig. 5 ablation; the prior albedo input is replaced by a white map.
+      outputs: 'absolute' (the paper's: A' and L' from the decoders alone) or 'residual' (corrections of the prior:
+        A' = clip(A + albedo_delta tanh(a), 0, 1), L' = gamma + l, zero-initialised output convolutions; see the
+        module docstring).
+      albedo_delta: the largest albedo correction of the residual mode (in albedo units).
+      albedo_base: what the residual mode's albedo corrects: 'prior' (A) or 'unwrapped' (the input
+        'base_albedo_uv', the fit's starting albedo).
+      light_resolution: residual mode, > 0: the light correction is band-limited like the per-image fit's light
+        residual: the light decoder's output averaged to a light_resolution^2 grid, then upsampled bilinearly (so the
+        light map cannot carry texel detail that belongs to the albedo); 0: at full resolution.
     """
 
     def __init__(self, uv_size=256, base_filters=64, num_down=4, max_filters_multiplier=8, num_res_blocks=6,
-                 norm="batch", white_prior=False, **kwargs):
+                 norm="batch", white_prior=False, outputs="absolute", albedo_delta=0.5, albedo_base="prior",
+                 light_resolution=0, **kwargs):
         super().__init__(**kwargs)
         if norm not in NORMALIZATIONS:
             raise ValueError(f"norm must be one of {NORMALIZATIONS}, got {norm!r}")
+        if outputs not in OUTPUT_MODES:
+            raise ValueError(f"outputs must be one of {OUTPUT_MODES}, got {outputs!r}")
+        if albedo_base not in ALBEDO_BASES:
+            raise ValueError(f"albedo_base must be one of {ALBEDO_BASES}, got {albedo_base!r}")
+        if not albedo_delta > 0:
+            raise ValueError(f"albedo_delta must be > 0, got {albedo_delta!r}")
         if num_down < 1 or base_filters < 1 or num_res_blocks < 0:
             raise ValueError("need num_down >= 1, base_filters >= 1, num_res_blocks >= 0")
         if uv_size % (2 ** num_down):
@@ -203,6 +246,13 @@ class RefinementNet(keras.Model):
         self.num_res_blocks = num_res_blocks
         self.norm = norm
         self.white_prior = white_prior
+        self.outputs = outputs
+        self.albedo_delta = float(albedo_delta)
+        self.albedo_base = albedo_base
+        if light_resolution < 0 or (light_resolution and uv_size % light_resolution):
+            raise ValueError(f"light_resolution must be 0 or divide uv_size {uv_size}, got {light_resolution}")
+        self.light_resolution = int(light_resolution)
+        residual = outputs == "residual"
 
         use_bias = norm == "none"
         max_filters = base_filters * max_filters_multiplier
@@ -220,6 +270,8 @@ class RefinementNet(keras.Model):
         self.encoder = keras.Sequential(encoder, name="encoder")
         self.middle = keras.Sequential(
             [ResidualBlock(bottleneck, norm, name=f"res{k}") for k in range(num_res_blocks)], name="middle")
+        # Residual mode: the coarse light the prior assumed, as a per-channel shift of the bottleneck features.
+        self.light_embedding = (keras.layers.Dense(bottleneck, name="light_embedding") if residual else None)
 
         albedo = []
         light = []
@@ -229,8 +281,8 @@ class RefinementNet(keras.Model):
             light += [keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"up{k}_bilinear"),
                       _conv(filters, 3, use_bias=use_bias, name=f"up{k}_conv"),
                       make_norm(norm, f"up{k}_norm"), keras.layers.ReLU(name=f"up{k}_relu")]
-        albedo.append(_conv(NUM_ALBEDO_CHANNELS, 3, use_bias=True, name="albedo_out"))
-        light.append(_conv(NUM_LIGHT_CHANNELS, 3, use_bias=True, name="light_out"))
+        albedo.append(_output_conv(NUM_ALBEDO_CHANNELS, zero=residual, name="albedo_out"))
+        light.append(_output_conv(NUM_LIGHT_CHANNELS, zero=residual, name="light_out"))
         self.albedo_decoder = keras.Sequential(albedo, name="albedo_decoder")
         self.light_decoder = keras.Sequential(light, name="light_decoder")
 
@@ -241,35 +293,71 @@ class RefinementNet(keras.Model):
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(REFINEMENT_CONFIGS)}")
         return cls(**{**REFINEMENT_CONFIGS[preset], **overrides})
 
-    def example_inputs(self, batch_size=1):
-        """Zero inputs at the configured UV size: {'texture_uv', 'prior_albedo_uv'} [batch, S, S, 3]."""
-        zeros = tf.zeros([batch_size, self.uv_size, self.uv_size, 3])
-        return {"texture_uv": zeros, "prior_albedo_uv": zeros}
+    @property
+    def residual(self) -> bool:
+        """Whether the outputs are corrections of the prior (and the coarse light is an input)."""
+        return self.outputs == "residual"
+
+    def example_inputs(self, batch_size=1, size=None):
+        """Zero inputs at the configured UV size (or ``size``): {'texture_uv', 'prior_albedo_uv', 'base_albedo_uv'}
+        [batch, S, S, 3] and 'gamma' [batch, 27]."""
+        size = size or self.uv_size
+        zeros = tf.zeros([batch_size, size, size, 3])
+        return {"texture_uv": zeros, "prior_albedo_uv": zeros, "base_albedo_uv": zeros,
+                "gamma": tf.zeros([batch_size, NUM_LIGHT_CHANNELS])}
 
     def _split_inputs(self, inputs):
         if isinstance(inputs, dict):
-            return inputs["texture_uv"], inputs["prior_albedo_uv"], inputs.get("uv_mask")
-        texture_uv, prior_albedo_uv = inputs
-        return texture_uv, prior_albedo_uv, None
+            texture_uv, prior_albedo_uv, uv_mask = inputs["texture_uv"], inputs["prior_albedo_uv"], inputs.get("uv_mask")
+            gamma = inputs.get("gamma")
+        else:
+            texture_uv, prior_albedo_uv, *rest = inputs
+            gamma, uv_mask = (rest[0] if rest else None), None
+        if self.residual and gamma is None:
+            raise ValueError("a residual RefinementNet needs the coarse light: pass inputs['gamma'] [B, 27]")
+        return texture_uv, prior_albedo_uv, gamma, uv_mask
+
+    def _albedo_base(self, inputs, prior_input):
+        if self.albedo_base == "prior":
+            return prior_input
+        base = inputs.get("base_albedo_uv") if isinstance(inputs, dict) else None
+        if base is None:
+            raise ValueError("albedo_base='unwrapped' needs inputs['base_albedo_uv'] [B, S, S, 3] "
+                             "(refinement.network.network_inputs computes it)")
+        return tf.cast(base, prior_input.dtype)
 
     def call(self, inputs, training=None):
-        texture_uv, prior_albedo_uv, uv_mask = self._split_inputs(inputs)
+        texture_uv, prior_albedo_uv, gamma, uv_mask = self._split_inputs(inputs)
         size = texture_uv.shape[1:3]
         if any(s is not None and s % (2 ** self.num_down) for s in size):
             raise ValueError(f"UV size {tuple(size)} is not a multiple of 2**num_down = {2 ** self.num_down}")
-        if self.white_prior:
-            prior_albedo_uv = white_prior_like(prior_albedo_uv, uv_mask)
+        prior_input = white_prior_like(prior_albedo_uv, uv_mask) if self.white_prior else prior_albedo_uv
         # Authors' input order and range (docs/METHOD.md, "The refinement network"): [2T - 1, 2A - 1].
-        x = tf.concat([2.0 * texture_uv - 1.0, 2.0 * prior_albedo_uv - 1.0], axis=-1)
-        features = self.middle(self.encoder(x, training=training), training=training)
-        albedo = 0.5 * (tf.tanh(self.albedo_decoder(features, training=training)) + 1.0)
-        light = self.light_decoder(features, training=training)
-        return {"albedo": albedo, "light": light}
+        x = tf.concat([2.0 * texture_uv - 1.0, 2.0 * prior_input - 1.0], axis=-1)
+        features = self.encoder(x, training=training)
+        if self.residual:
+            gamma = tf.cast(gamma, features.dtype)
+            features = features + self.light_embedding(gamma)[:, None, None, :]
+        features = self.middle(features, training=training)
+        albedo_out = self.albedo_decoder(features, training=training)
+        light_out = self.light_decoder(features, training=training)
+        if not self.residual:
+            return {"albedo": 0.5 * (tf.tanh(albedo_out) + 1.0), "light": light_out}
+        # Corrections of the base: zero outputs (the untrained network) give A' = base and L' = gamma exactly.
+        base = self._albedo_base(inputs, prior_input)
+        albedo = tf.clip_by_value(base + self.albedo_delta * tf.tanh(albedo_out), 0.0, 1.0)
+        if self.light_resolution:
+            size = light_out.shape[1]
+            pooled = tf.nn.avg_pool2d(light_out, size // self.light_resolution, size // self.light_resolution, "VALID")
+            light_out = tf.image.resize(pooled, tf.shape(light_out)[1:3], method="bilinear")
+        return {"albedo": albedo, "light": gamma[:, None, None, :] + light_out}
 
     def get_config(self):
         return {**super().get_config(), "uv_size": self.uv_size, "base_filters": self.base_filters,
                 "num_down": self.num_down, "max_filters_multiplier": self.max_filters_multiplier,
-                "num_res_blocks": self.num_res_blocks, "norm": self.norm, "white_prior": self.white_prior}
+                "num_res_blocks": self.num_res_blocks, "norm": self.norm, "white_prior": self.white_prior,
+                "outputs": self.outputs, "albedo_delta": self.albedo_delta, "albedo_base": self.albedo_base,
+                "light_resolution": self.light_resolution}
 
     @classmethod
     def from_config(cls, config):
@@ -286,7 +374,5 @@ def build_refinement_net(config="paper", **overrides):
         model = RefinementNet.from_preset(config, **overrides)
     else:
         model = RefinementNet.from_config({**config, **overrides})
-    side = 2 ** model.num_down
-    zeros = tf.zeros([1, side, side, 3])
-    model({"texture_uv": zeros, "prior_albedo_uv": zeros}, training=False)
+    model(model.example_inputs(1, size=2 ** model.num_down), training=False)
     return model

@@ -1,4 +1,5 @@
-"""The batch runner of scripts/reconstruct.py: inputs -> face folders, errors recorded per input.
+"""The batch runner of scripts/reconstruct.py: inputs -> face folders, errors recorded per input; with groups of
+photos of one person (`groups_by_folder`, `read_group_manifest`), one face folder per group (`reconstruct_groups`).
 
 A face folder is written under a temporary name and renamed when complete; ``errors.json`` and the ``index.html``
 contact sheet are rewritten at the end. TensorFlow loads only when the `Reconstructor` is built (at the first
@@ -22,7 +23,7 @@ from tf_facetex.data.images import load_image
 from tf_facetex.errors import FaceTexError
 from tf_facetex.inputs import list_inputs
 from tf_facetex.pipeline.contact_sheet import write_index_html
-from tf_facetex.pipeline.outputs import OutputOptions, write_face_outputs
+from tf_facetex.pipeline.outputs import OutputOptions, write_face_outputs, write_group_outputs
 
 
 class FaceFinder:
@@ -218,6 +219,121 @@ def reconstruct_inputs(inputs, out_dir, make_reconstructor: Callable[[], object]
         if len(pending) >= batch_size:
             flush()
     flush()
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    io_utils.write_json(out_dir / "errors.json", summary.errors)
+    write_index_html(out_dir, summary.errors)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- photos of one person
+def groups_by_folder(files: Sequence[pathlib.Path], root) -> dict:
+    """--same_person: the photos of each folder are one person. {group name: [paths]} in path order; the name is
+    the folder's path relative to ``root`` with '/' as '_' (the photos directly in ``root``: root's own name)."""
+    root = pathlib.Path(root)
+    base = root if root.is_dir() else root.parent
+    groups = {}
+    for path in sorted(files):
+        relative = pathlib.Path(path).parent.relative_to(base) if pathlib.Path(path).parent != base else None
+        name = (base.resolve().name or "photos") if relative is None else "_".join(relative.parts)
+        groups.setdefault(name, []).append(pathlib.Path(path))
+    return groups
+
+
+def read_group_manifest(path) -> dict:
+    """--groups: {group name: [photo paths]} from a JSON object {name: [paths]} or a TSV of 'name<TAB>path' lines
+    ('#' comments and blank lines ignored); relative paths are relative to the manifest's folder. FaceTexError on
+    a malformed manifest, a path listed twice or a missing photo."""
+    path = pathlib.Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FaceTexError(f"--groups {path}: unreadable ({err.strerror or err})") from err
+    pairs = []
+    if text.lstrip().startswith("{"):
+        import json
+
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise FaceTexError(f"--groups {path}: not valid JSON ({err})") from err
+        for name, photos in data.items():
+            if not isinstance(photos, list) or not all(isinstance(p, str) for p in photos):
+                raise FaceTexError(f"--groups {path}: group {name!r} must be a list of photo paths")
+            pairs += [(str(name), p) for p in photos]
+    else:
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 2 or not all(f.strip() for f in fields):
+                raise FaceTexError(f"--groups {path}:{number}: expected 'group<TAB>photo path', got {line!r}")
+            pairs.append((fields[0].strip(), fields[1].strip()))
+    groups, seen = {}, set()
+    for name, photo in pairs:
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise FaceTexError(f"--groups {path}: group name {name!r} is not a folder name")
+        photo = pathlib.Path(photo).expanduser()
+        photo = photo if photo.is_absolute() else path.parent / photo
+        if not photo.is_file():
+            raise FaceTexError(f"--groups {path}: {photo} (group {name}) is not a file")
+        if photo.resolve() in seen:
+            raise FaceTexError(f"--groups {path}: {photo} is listed twice")
+        seen.add(photo.resolve())
+        groups.setdefault(name, []).append(photo)
+    if not groups:
+        raise FaceTexError(f"--groups {path}: no groups")
+    return groups
+
+
+def reconstruct_groups(groups: dict, out_dir, make_reconstructor: Callable[[], object], preprocessor,
+                       options: OutputOptions = OutputOptions(), progress=True, log=print, verbose=False,
+                       run_info=None, skipped=()) -> RunSummary:
+    """Reconstructs each group of photos of one person into ONE face folder ``out_dir/<group name>/``
+    (`Reconstructor.reconstruct_group`, `write_group_outputs`: the person's albedo and shape, and photos/<name>/
+    per photo). A photo that fails (unreadable, no face) is recorded and left out of its group; a group whose
+    every photo failed, or whose fit failed, is recorded per photo. Folders appear only when complete.
+    groups: {name: [paths]} (`groups_by_folder`, `read_group_manifest`); the rest as `reconstruct_inputs`
+    (the largest face of each photo is used). Returns a `RunSummary` (outputs: one per group)."""
+    start = time.perf_counter()
+    out_dir = pathlib.Path(out_dir)
+    summary = RunSummary(out_dir=out_dir, inputs=sum(len(paths) for paths in groups.values()))
+    summary.errors.extend(dict(record) for record in skipped)
+    io_utils.remove_stale_staging(out_dir, log=log)
+    reconstructor = None
+    bar = tqdm(total=summary.inputs, desc="reconstruct", unit="img", disable=not progress, dynamic_ncols=True)
+    for group_name, paths in groups.items():
+        found = []   # (path, photo, face)
+        for path in paths:
+            try:
+                photo = load_image(path)
+                found.append((path, photo, preprocessor.from_image(photo, name=str(path))[0]))
+            except Exception as err:  # noqa: BLE001 - ImageError / NoFaceError expected; recorded per photo
+                summary.errors.append({"input": str(path), "error": _error_text(err, verbose)})
+            bar.update(1)
+        if not found:
+            continue
+        if reconstructor is None:
+            reconstructor = make_reconstructor()   # a setup error stops the run: it is not about one input
+        staging = None
+        try:
+            group = reconstructor.reconstruct_group([face for _, _, face in found])
+            staging = io_utils.make_staging_dir(out_dir, group_name)
+            names = folder_names([path for path, _, _ in found])
+            write_group_outputs(group, staging, reconstructor.model, reconstructor.layout,
+                                [photo for _, photo, _ in found], [path for path, _, _ in found],
+                                [names[path] for path, _, _ in found], reconstructor.uv_mask, options,
+                                info={"pipeline": reconstructor.describe(), **(run_info or {})})
+            publish_folder(staging, out_dir / group_name)
+            summary.outputs.append({"input": str(found[0][0]), "folder": group_name, "face_index": 0,
+                                    "photos": [str(path) for path, _, _ in found],
+                                    "detector": getattr(found[0][2], "detector", "hog"),
+                                    "metrics": group.person.metrics,
+                                    "photo_metrics": [result.metrics for result in group.photos]})
+        except Exception as err:  # noqa: BLE001 - recorded per photo; the run goes on
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            summary.errors.extend({"input": str(path), "error": _error_text(err, verbose)} for path, _, _ in found)
     bar.close()
     summary.seconds = time.perf_counter() - start
     io_utils.write_json(out_dir / "errors.json", summary.errors)

@@ -1,4 +1,5 @@
-"""One face folder: `write_face_outputs` writes every file of `OUTPUT_FILES` for a `FaceResult`; no TensorFlow."""
+"""One face folder: `write_face_outputs` writes every file of `OUTPUT_FILES` for a `FaceResult`, and
+`write_group_outputs` the folder of several photos of one person (`GroupResult`); no TensorFlow."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,8 @@ from tf_facetex.data.align import apply_affine, paste_back
 from tf_facetex.errors import FaceTexError
 from tf_facetex.export import gltf as gltf_export
 from tf_facetex.export import mesh as mesh_export
-from tf_facetex.pipeline.result import FORMAT, OUTPUT_FILES, RESULT_MARKER, FaceResult
+from tf_facetex.pipeline.result import (FORMAT, GROUP_PHOTO_FILES, OUTPUT_FILES, PHOTOS_FOLDER, RESULT_MARKER,
+                                        FaceResult, GroupResult)
 from tf_facetex.visualize import to_uint8
 
 
@@ -144,4 +146,61 @@ def write_face_outputs(result: FaceResult, folder, model, layout, photo, source,
     record["mesh_pose"] = options.mesh_pose
     record["files"] = {path.name: OUTPUT_FILES.get(path.name, "") for path in written}
     written.append(io_utils.write_json(folder / RESULT_MARKER, record))   # last: marks the folder complete
+    return written
+
+
+def photo_record(result: FaceResult, layout, source, folder) -> dict:
+    """One photo of a group in the person's coefficients.json: where it is, its own coefficients (pose,
+    expression, light; identity and albedo coefficients are the person's), alignment and metrics."""
+    face = result.face
+    pitch, yaw, roll = np.degrees(result.coeffs[layout.slices["angles"]]).tolist()
+    return {"source_image": str(source), "folder": str(folder),
+            "coefficients": {name: result.coeffs[layout.slices[name]].tolist()
+                             for name in ("exp", "angles", "gamma", "translation")},
+            "angles_degrees": {"pitch": pitch, "yaw": yaw, "roll": roll},
+            "alignment": {"transform": np.asarray(face.transform).tolist(),
+                          "detector": getattr(face, "detector", "hog"),
+                          "landmarks_crop": np.asarray(face.landmarks).tolist()},
+            "grayscale_input": bool(getattr(face, "grayscale", False)),
+            "metrics": result.metrics}
+
+
+def write_group_photo(result: FaceResult, folder, photo, uv_mask) -> List[pathlib.Path]:
+    """The per-photo files of a group (`GROUP_PHOTO_FILES`): the crop, R(A', L'_k) and R(A', L_k) with the
+    person's albedo, the overlay on the photo and the photo's light. Returns the paths written."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    uv_mask = np.asarray(uv_mask, np.float32).reshape(result.albedo_uv.shape[:2])
+    fill = lambda values: mesh_export.fill_outside_mask(values, uv_mask)  # noqa: E731
+    return [io_utils.write_image(folder / "aligned.png", result.face.image),
+            io_utils.write_image(folder / "render_detailed.png", _rgba(result.render_detailed, result.render_mask)),
+            io_utils.write_image(folder / "render_coarse.png", _rgba(result.render_coarse, result.render_mask)),
+            io_utils.write_image(folder / "overlay.jpg", photo_overlay(result, photo)),
+            io_utils.write_npy(folder / "illumination.npy", fill(result.light_uv).astype(np.float32)),
+            io_utils.write_image(folder / "visibility.png", result.visibility_uv[..., 0] * uv_mask)]
+
+
+def write_group_outputs(group: GroupResult, folder, model, layout, photos, sources, names, uv_mask,
+                        options: OutputOptions = OutputOptions(), info=None) -> List[pathlib.Path]:
+    """The face folder of several photos of one person: every file of `write_face_outputs` for
+    ``group.person`` (the shared albedo on the expression-free shape, the first photo's pose and light), plus
+    ``photos/<name>/`` per photo (`write_group_photo`); coefficients.json lists the photos (`photo_record`).
+
+    Args: photos: the original uint8 photos, sources: their paths, names: their sub-folder names (unique), all in
+    ``group.photos``' order; the rest as `write_face_outputs`. Returns the paths written."""
+    if not (len(group.photos) == len(photos) == len(sources) == len(names)) or len(set(names)) != len(names):
+        raise FaceTexError("a group's photos, sources and (unique) names must match its results")
+    folder = pathlib.Path(folder)
+    written, records = [], []
+    for result, photo, source, name in zip(group.photos, photos, sources, names):
+        written += write_group_photo(result, folder / PHOTOS_FOLDER / name, photo, uv_mask)
+        records.append(photo_record(result, layout, source, f"{PHOTOS_FOLDER}/{name}"))
+    same_person = {"photos": records, "reference_photo": 0,
+                   "what": "one identity, one expression-free shape and one albedo fitted to all the photos; a pose, "
+                           "expression and light per photo. The folder's renders, light and coefficients are the "
+                           "expression-free face at the first photo's pose under its light; visibility.png is the "
+                           "union of the photos'",
+                   "photo_files": dict(GROUP_PHOTO_FILES)}
+    written += write_face_outputs(group.person, folder, model, layout, photos[0], sources[0], uv_mask, options,
+                                  info={**(info or {}), "same_person": same_person})
     return written

@@ -13,7 +13,7 @@ from tf_facetex import metrics
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.lighting_presets import preset
-from tf_facetex.pipeline.result import TURNTABLE_LIGHT, TURNTABLE_YAWS, FaceResult
+from tf_facetex.pipeline.result import TURNTABLE_LIGHT, TURNTABLE_YAWS, FaceResult, GroupResult
 from tf_facetex.prior.landmark_fit import LandmarkFitConfig
 from tf_facetex.prior.module import PriorConfig, PriorModule
 from tf_facetex.refinement.base import Refiner
@@ -32,7 +32,7 @@ class ReconstructionConfig:
     landmark_steps: int = 300           # landmark-fit steps of the fitting prior
     image_size: int = CROP_SIZE
     mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
-    unwrap_mask_threshold: float = 0.9  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
+    unwrap_mask_threshold: float = 0.97  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
     turntable_light: str = TURNTABLE_LIGHT
     turntable_yaws: tuple = TURNTABLE_YAWS
 
@@ -136,18 +136,80 @@ class Reconstructor:
         return {"prior": self.config.prior, "refiner": self.refiner.describe(), "uv_size": self.config.uv_size,
                 "image_size": self.config.image_size, "landmark_steps": self.config.landmark_steps}
 
+    @staticmethod
+    def _inputs(faces):
+        """AlignedFaces -> (images [B, H, H, 3] in [0, 1], landmarks [B, 68, 2], masks [B, H, H, 1]) float32."""
+        images = np.stack([face.image for face in faces]).astype(np.float32) / 255.0
+        landmarks = np.stack([face.landmarks for face in faces]).astype(np.float32)
+        masks = np.stack([(face.mask if face.mask is not None else face.valid) for face in faces])[..., None]
+        return images, landmarks, masks.astype(np.float32)
+
     def reconstruct(self, faces: Sequence) -> List[FaceResult]:
         """Reconstructs a batch of `AlignedFace`s (crops at the config's image size) -> one `FaceResult` each."""
         if not faces:
             return []
-        images = np.stack([face.image for face in faces]).astype(np.float32) / 255.0
-        landmarks = np.stack([face.landmarks for face in faces]).astype(np.float32)
-        masks = np.stack([(face.mask if face.mask is not None else face.valid) for face in faces])[..., None]
+        images, landmarks, masks = self._inputs(faces)
         with self.timer("prior_total"):
-            prior_out = self.prior(images, landmarks, masks.astype(np.float32))
+            prior_out = self.prior(images, landmarks, masks)
         with self.timer("refine"):
             refined = self.refiner(prior_out)
-        albedo_uv, light_uv = refined["albedo_uv"], refined["light_uv"]
+        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"])
+
+    def reconstruct_group(self, faces: Sequence) -> GroupResult:
+        """Several photos of ONE person -> a `GroupResult`: one identity, one expression-free shape and one
+        albedo A' fitted to all of them, a pose, expression and light (gamma, L') per photo (docs/METHOD.md,
+        "Several photos of one person"). A group of one is `reconstruct`'s result."""
+        if not faces:
+            raise FaceTexError("a group needs at least one photo")
+        if not self.refiner.supports_groups:
+            raise FaceTexError(f"the '{self.refiner.name}' detail stage fits photos one by one; several photos of "
+                               "one person need the per-image fit (--refiner fit or net+fit)")
+        images, landmarks, masks = self._inputs(faces)
+        groups = np.zeros(len(faces), np.int32)
+        with self.timer("prior_total"):
+            prior_out = self.prior(images, landmarks, masks, groups=groups)
+        with self.timer("refine"):
+            refined = self.refiner(prior_out, groups=groups)
+        photos = self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"],
+                               turntables=False)   # one albedo: the person's turntable says it all
+        person = self._person(faces[0], images[:1], masks[:1], prior_out, refined)
+        return GroupResult(person=person, photos=photos)
+
+    def fit_light(self, faces: Sequence, albedo_uv) -> List[FaceResult]:
+        """The light of each photo for a KNOWN albedo (e.g. a person's from `reconstruct_group`): the prior runs
+        on each photo, then the UV fit optimises only its light L' with A' fixed. albedo_uv: [S, S, 3] (every
+        photo) or [B, S, S, 3]. -> one `FaceResult` each (its albedo is the given one)."""
+        if not getattr(self.refiner, "supports_groups", False):
+            raise FaceTexError(f"the '{self.refiner.name}' detail stage cannot fit a light alone; use --refiner fit")
+        images, landmarks, masks = self._inputs(faces)
+        albedo_uv = np.asarray(albedo_uv, np.float32)
+        if albedo_uv.ndim == 3:
+            albedo_uv = np.repeat(albedo_uv[None], len(faces), axis=0)
+        with self.timer("prior_total"):
+            prior_out = self.prior(images, landmarks, masks)
+        start = {"albedo_uv": albedo_uv, "light_uv": prior_out["gamma"][:, None, None, :]}
+        with self.timer("refine"):
+            refined = self.refiner(prior_out, start=start, fit_albedo=False)
+        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"])
+
+    def _person(self, face, image, mask, prior_out, refined):
+        """The person of a group, as the face folder shows it: the expression-free shape (expression 0) at the
+        first photo's pose under its light L', with the shared albedo; its visibility is the union of the
+        photos'. -> `FaceResult` (metrics against the first photo)."""
+        coeffs = prior_out["coeffs"][:1].numpy().copy()
+        coeffs[:, self.layout.slices["exp"]] = 0.0
+        posed = self.decoder.pose(tf.constant(coeffs))["posed"]
+        raster = self.renderer.rasterize(posed)
+        person = {**{name: value[:1] for name, value in prior_out.items() if name != "landmarks"},
+                  "coeffs": tf.constant(coeffs), "posed_vertices": posed,
+                  "normals_uv": self.renderer.normals_uv(posed_vertices=posed),
+                  "face_mask": self.prior.face_mask(mask, raster),
+                  "visibility_uv": tf.reduce_max(prior_out["visibility_uv"], axis=0, keepdims=True)}
+        return self._results([face], image, mask, person, refined["albedo_uv"][:1], refined["light_uv"][:1])[0]
+
+    def _results(self, faces, images, masks, prior_out, albedo_uv, light_uv, turntables=True) -> List[FaceResult]:
+        """Renders, meshes and metrics of refined faces -> one `FaceResult` per face (turntables: render the
+        config's turntable, if it has one)."""
         grey = [bool(getattr(face, "grayscale", False)) for face in faces]
         if any(grey):  # a grey photo has a grey albedo and light (tf_facetex/grayscale.py)
             albedo_uv, light_uv, gamma = grey_where(grey, albedo_uv, light_uv, prior_out["gamma"])
@@ -175,8 +237,8 @@ class Reconstructor:
             "coarse_psnr_db": metrics.masked_psnr(tf.clip_by_value(coarse, 0, 1), images, face_mask),
             "detailed_psnr_db": metrics.masked_psnr(tf.clip_by_value(detailed, 0, 1), images, face_mask),
         }
-        turntables = None
-        if self.config.turntable_yaws:
+        turntables, want_turntables = None, turntables
+        if self.config.turntable_yaws and want_turntables:
             with self.timer("turntable"):
                 turntables = self._turntables(prior_out["coeffs"], albedo_uv, part_albedo)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:

@@ -31,6 +31,19 @@ OUTPUT_FILES = {
 }
 
 
+# A face folder of several photos of one person (`pipeline.outputs.write_group_outputs`) also holds, per photo,
+# photos/<name>/ with these files (the albedo is the person's, in the folder itself).
+PHOTOS_FOLDER = "photos"
+GROUP_PHOTO_FILES = {
+    "aligned.png": "the photo's aligned crop",
+    "render_detailed.png": "R(A', L'): the person's albedo under this photo's light map, at its pose and expression",
+    "render_coarse.png": "R(A', L): the same under this photo's global SH light",
+    "overlay.jpg": "R(A', L') pasted back onto this photo",
+    "illumination.npy": "L': this photo's per-texel SH light (as the folder's illumination.npy)",
+    "visibility.png": "texels this photo showed",
+}
+
+
 @dataclasses.dataclass
 class FaceResult:
     """One reconstructed face (numpy; H = image size, S = UV size, N = vertices)."""
@@ -54,3 +67,15 @@ class FaceResult:
     turntable: Optional[np.ndarray]  # [H, H * views, 3] in [0, 1], or None
     metrics: dict
     part_albedo: Optional[np.ndarray] = None  # [P, 3] reflectance of the model's parts (eyes, teeth, ...), or None
+
+
+@dataclasses.dataclass
+class GroupResult:
+    """Several photos of one person reconstructed together (`Reconstructor.reconstruct_group`).
+
+    person: what the face folder shows: the shared albedo on the expression-free shape, at the first photo's pose
+      under its light (visibility: the union of the photos'); photos: one `FaceResult` per photo (its pose,
+      expression and light; the shared albedo), in the input order."""
+
+    person: FaceResult
+    photos: list

@@ -8,7 +8,7 @@ from tf_facetex.errors import AssetError, FaceTexError
 
 REFINER_MODES = ("fit", "net", "net+fit")
 DEFAULT_REFINER = "fit"         # scripts/reconstruct.py's and the Beam pipeline's default (README, "Refiner modes")
-DEFAULT_NET_FIT_STEPS = 30      # net+fit: a fifth of the fit's 150 steps (the network's output is the start)
+DEFAULT_NET_FIT_STEPS = 30      # net+fit: `refinement.net_fit.NET_FIT_STEPS` (kept equal; no TensorFlow import here)
 
 
 def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor_weights=None,
@@ -36,7 +36,7 @@ def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor
     from tf_facetex.pipeline.reconstructor import ReconstructionConfig, Reconstructor
     from tf_facetex.refinement.checkpoint import default_refinement_net, load_refinement_net
     from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
-    from tf_facetex.refinement.net_fit import NetFitRefiner
+    from tf_facetex.refinement.net_fit import net_fit_refiner
     from tf_facetex.refinement.network import NetworkRefiner
     from tf_facetex.rendering.renderer import DEFAULT_UV_SIZE
 
@@ -65,7 +65,6 @@ def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor
         renderer = reconstructor.renderer
         network = NetworkRefiner(net, renderer.uv_mask, source=info["checkpoint"])
         if mode == "net+fit":
-            network = NetFitRefiner(network, FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,
-                                                        UVFitConfig(steps=net_fit_steps)))
+            network = net_fit_refiner(network, renderer.uv_mask, renderer.uv_symmetry_index, steps=net_fit_steps)
         reconstructor.use_refiner(network)
     return reconstructor

@@ -4,6 +4,11 @@ Minimises the weighted squared reprojection error of the model's 68 landmark ver
 priors on the identity coefficients and a prior on the expression (Gaussian for PCA expression bases,
 a [0, 1] box for blend-shape weights such as ICT's ARKit shapes), with Adam, batched, inside one
 `tf.function`. Only the 68 landmark rows of the bases are used, so a step costs microseconds.
+
+Photos of one person (``groups``) share ONE identity: its variable is per group and gathered per photo, the
+reprojection terms of the group's photos add up (each photo is evidence about the same face) and the identity
+prior counts once per group; expression and pose stay per photo. Every photo its own group is the single-photo
+fit.
 """
 import dataclasses
 
@@ -37,6 +42,20 @@ class LandmarkFitConfig:
     landmark_weights: str = "deng"  # 'deng' or 'uniform'
 
 
+def group_index(groups, batch):
+    """Photo -> group indices: None (each photo alone) or [B] ints -> (int32 [B], G). Raises ValueError unless the
+    values are 0..G-1, each used (a group without photos would have an identity nothing constrains)."""
+    if groups is None:
+        return np.arange(batch, dtype=np.int32), batch
+    groups = np.asarray(groups)
+    if groups.shape != (batch,) or (batch and not np.issubdtype(groups.dtype, np.integer)):
+        raise ValueError(f"groups must be {batch} integers (one per photo), got shape {groups.shape}")
+    num_groups = int(groups.max()) + 1 if batch else 0
+    if batch and (groups.min() < 0 or len(np.unique(groups)) != num_groups):
+        raise ValueError(f"groups must use every value 0..G-1, got {sorted(set(groups.tolist()))}")
+    return groups.astype(np.int32), num_groups
+
+
 class LandmarkFitter:
     """Fits [B, 68, 2] landmarks; build once per model and config, call on any batch size."""
 
@@ -65,36 +84,47 @@ class LandmarkFitter:
         posed = camera.rigid_transform(self.landmarks_3d(id_coeffs, exp_coeffs), angles, translation)
         return camera.project(posed, self.config.image_size)[0]
 
-    def _loss(self, target, id_coeffs, exp_coeffs, angles, translation):
-        pixels = self.project(id_coeffs, exp_coeffs, angles, translation)
+    def _loss(self, target, groups, id_coeffs, exp_coeffs, angles, translation):
+        """Scalar objective: target [B, 68, 2], groups [B] int32 (photo -> identity row), id_coeffs [G, I],
+        exp_coeffs [B, E], angles / translation [B, 3]."""
+        pixels = self.project(tf.gather(id_coeffs, groups), exp_coeffs, angles, translation)
         squared = tf.reduce_sum(tf.square(pixels - target), axis=-1)         # [B, 68]
         data = tf.reduce_sum(squared * self._weights, axis=-1)               # [B] weighted mean px^2
-        id_term = self.config.id_prior * tf.reduce_sum(tf.square(id_coeffs), axis=-1) / 100.0
+        id_term = self.config.id_prior * tf.reduce_sum(tf.square(id_coeffs), axis=-1) / 100.0   # [G]
+        # Each photo carries 1/n of its group's prior (n photos): once per group, and a photo alone sums its terms in
+        # the single-photo fit's order (the same floats).
+        sizes = tf.math.unsorted_segment_sum(tf.ones_like(groups, tf.float32), groups, tf.shape(id_coeffs)[0])
+        id_term = tf.gather(id_term / sizes, groups)                                                  # [B]
         if self._blendshapes:
             outside = tf.nn.relu(-exp_coeffs) + tf.nn.relu(exp_coeffs - 1.0)
             exp_term = self.config.exp_prior * (tf.reduce_sum(tf.square(outside), -1) * 100.0
                                                 + tf.reduce_sum(tf.square(exp_coeffs), -1) / 100.0)
         else:
             exp_term = self.config.exp_prior * tf.reduce_sum(tf.square(exp_coeffs), axis=-1) / 100.0
-        return data + id_term + exp_term
+        return tf.reduce_sum(data + id_term + exp_term)
 
-    def __call__(self, landmarks_2d):
+    def __call__(self, landmarks_2d, groups=None):
         """Fits a batch.
 
         Args:
           landmarks_2d: [B, 68, 2] pixel coordinates in the `image_size` crop.
+          groups: None (every photo its own face) or [B] ints in 0..G-1, every value used: photos with the same
+            value are one person and get one identity (`group_index`).
         Returns:
-          dict with 'id' [B, model.num_id] (modes beyond ``num_id`` are 0), 'exp' [B, E], 'angles' [B, 3],
-          'translation' [B, 3], 'landmarks' [B, 68, 2] (fitted projection) and 'landmark_error' [B]
-          (mean pixel distance, unweighted).
+          dict with 'id' [B, model.num_id] (modes beyond ``num_id`` are 0; the group's identity for each of its
+          photos), 'exp' [B, E], 'angles' [B, 3], 'translation' [B, 3], 'landmarks' [B, 68, 2] (fitted
+          projection) and 'landmark_error' [B] (mean pixel distance, unweighted).
         """
         target = np.asarray(landmarks_2d, np.float32)
         batch = target.shape[0]
+        groups, num_groups = group_index(groups, batch)
         angles0, translation0 = initial_pose(target, self.model.mean_landmarks(), self.config.image_size)
-        initial = (tf.zeros([batch, self.num_id]), tf.zeros([batch, self.model.num_exp]),
+        initial = (tf.zeros([num_groups, self.num_id]), tf.zeros([batch, self.model.num_exp]),
                    tf.constant(angles0, tf.float32), tf.constant(translation0, tf.float32))
-        fitted_values = self._optimise(tf.constant(target), *initial) if self.config.steps > 0 else initial
+        fitted_values = (self._optimise(tf.constant(target), tf.constant(groups), *initial) if self.config.steps > 0
+                         else initial)
         id_coeffs, exp_coeffs, angles, translation = fitted_values
+        id_coeffs = tf.gather(id_coeffs, groups)
         if self._blendshapes:
             exp_coeffs = tf.clip_by_value(exp_coeffs, 0.0, 1.0)
         fitted = self.project(id_coeffs, exp_coeffs, angles, translation)
@@ -109,16 +139,17 @@ class LandmarkFitter:
         steps, learning_rate = self.config.steps, self.config.learning_rate
         pose_steps = steps // 5  # pose first: identity must not absorb a wrong head rotation
         beta_1, beta_2, epsilon = 0.9, 0.999, 1e-7  # Keras Adam's defaults and update rule
-        spec = [tf.TensorSpec([None, 68, 2], tf.float32), tf.TensorSpec([None, self.num_id], tf.float32),
+        spec = [tf.TensorSpec([None, 68, 2], tf.float32), tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None, self.num_id], tf.float32),
                 tf.TensorSpec([None, self.model.num_exp], tf.float32), tf.TensorSpec([None, 3], tf.float32),
                 tf.TensorSpec([None, 3], tf.float32)]
 
         @tf.function(input_signature=spec)
-        def optimise(target, *initial):
+        def optimise(target, groups, *initial):
             def body(step, values, first, second):
                 with tf.GradientTape() as tape:
                     tape.watch(values)
-                    loss = tf.reduce_sum(self._loss(target, *values))
+                    loss = self._loss(target, groups, *values)
                 grads = tape.gradient(loss, values)
                 shape_on = tf.cast(step >= pose_steps, tf.float32)
                 grads = [grads[0] * shape_on, grads[1] * shape_on, grads[2], grads[3]]

@@ -10,6 +10,9 @@ class Refiner:
 
     name = "refiner"
     uv_size = None
+    # Takes ``groups`` (photos of one person fit ONE albedo), ``start`` and ``fit_albedo=False`` (the light alone):
+    # the per-image fit does; a network alone refines photo by photo.
+    supports_groups = False
 
     def __call__(self, prior_out) -> dict:
         raise NotImplementedError

@@ -51,6 +51,11 @@ class UVFitConfig:
     symmetry_seen_weight: float = 1.0
     symmetry_seen_scale: float = 0.02   # > 0: seen pairs pull by `losses.saturating_l1` with this scale
     symmetry_unseen_mirror_weight: float = 1.0   # the pull of a seen texel towards an unseen mirror
+    # 'xla' only: values the photo shows unreliably count less (`uv_solver.exposure_weighted`): deep shadows
+    # darker than dark_fraction x the face's lit-skin luminance (0: off) and values reaching saturation (> 1: off).
+    dark_fraction: float = 0.0
+    saturation: float = 1.01
+    shading_fraction: float = 0.0       # texels the coarse light leaves below this x its lit level (0: off)
 
     def symmetry(self):
         """The symmetry term's form as `uv_solver.symmetry_form`."""
@@ -76,22 +81,28 @@ class UVFitRefiner:
                         sample["visibility_uv"] * self.uv_mask, self.symmetry_index,
                         uv_solver.loss_options(self.config.symmetry()))
 
-    def __call__(self, sample, start=None):
+    def __call__(self, sample, start=None, groups=None, fit_albedo=True):
         """sample: dict of tensors with the refinement-sample keys (batch); start: None or {'albedo_uv',
-        'light_uv'} to start from (e.g. the network's output; `uv_solver.fit_uv_maps`). Returns
-        {'albedo_uv' [B,S,S,3], 'light_uv' [B,S,S,27], 'loss' [steps] history, 'terms' final dict}."""
+        'light_uv'} to start from (e.g. the network's output; `uv_solver.fit_uv_maps`); groups: None or [B] ints
+        (photos of one person share ONE albedo; groups of one size); fit_albedo: False fits only the lights to
+        ``start``'s albedo. Returns {'albedo_uv' [B,S,S,3] ([G, ...] with groups), 'light_uv' [B,S,S,27],
+        'loss' [steps] history, 'terms' final dict}. Groups and a fixed albedo need the compiled solver."""
         c = self.config
         if c.solver == "xla":
             out = uv_solver.fit_uv_maps(sample, self.uv_mask, self.symmetry_index,
                                         uv_solver.term_weights(self.weights), c.steps,
                                         c.learning_rate, c.decay, c.light_resolution, c.use_unwrapped_init,
-                                        symmetry=c.symmetry(), start=start)
+                                        symmetry=c.symmetry(), start=start, groups=groups, fit_albedo=fit_albedo,
+                                        dark_fraction=c.dark_fraction, saturation=c.saturation,
+                                        shading_fraction=c.shading_fraction)
             return {"albedo_uv": out["albedo_uv"], "light_uv": out["light_uv"],
                     # the objective before the first and the last step (not every step's)
                     "loss": [float(out["loss_first"]), float(out["loss_last"])] if c.steps > 0 else [],
                     "terms": {k: float(v) for k, v in out["terms"].items()}}
         if c.solver != "adam":
             raise ValueError(f"UVFitConfig.solver must be 'adam' or 'xla', got {c.solver!r}")
+        if groups is not None or not fit_albedo:
+            raise ValueError("multi-photo groups and light-only fits need UVFitConfig.solver='xla'")
         sample = {k: tf.convert_to_tensor(v, tf.float32) for k, v in sample.items() if k in SAMPLE_KEYS}
         prior = sample["prior_albedo_uv"]
         batch, size = tf.shape(prior)[0], prior.shape[1]
@@ -166,6 +177,7 @@ class FitRefiner(Refiner):
     """
 
     name = "fit"
+    supports_groups = True
 
     def __init__(self, uv_mask, symmetry_index=None, config=None, unseen_light="coarse"):
         if unseen_light not in UNSEEN_LIGHT_MODES:
@@ -175,10 +187,14 @@ class FitRefiner(Refiner):
         self.uv_mask = uv_mask
         self.fit = UVFitRefiner(uv_mask, symmetry_index, self.config)
 
-    def __call__(self, prior_out, start=None):
+    def __call__(self, prior_out, start=None, groups=None, fit_albedo=True):
         """prior_out: a `PriorModule` output batch; start: None (the fit's own start) or {'albedo_uv',
-        'light_uv'} (where the photo shows nothing, the light then falls back to this map, not to gamma)."""
-        result = self.fit(prior_out, start=start)
+        'light_uv'} (where the photo shows nothing, the light then falls back to this map, not to gamma);
+        groups: None or [B] ints, photos of one person fit ONE albedo (`UVFitRefiner`; the result's albedo_uv is
+        still one map per photo, the group's); fit_albedo: False fits only the lights, to ``start``'s albedo."""
+        result = self.fit(prior_out, start=start, groups=groups, fit_albedo=fit_albedo)
+        if groups is not None:
+            result["albedo_uv"] = tf.gather(result["albedo_uv"], np.asarray(groups, np.int32))
         light = result["light_uv"]
         if self.unseen_light == "coarse":
             size = int(light.shape[1])
@@ -196,4 +212,6 @@ class FitRefiner(Refiner):
                 "symmetry_weighting": self.config.symmetry_weighting,
                 "symmetry_seen_weight": self.config.symmetry_seen_weight,
                 "symmetry_seen_scale": self.config.symmetry_seen_scale,
-                "symmetry_unseen_mirror_weight": self.config.symmetry_unseen_mirror_weight}
+                "symmetry_unseen_mirror_weight": self.config.symmetry_unseen_mirror_weight,
+                "dark_fraction": self.config.dark_fraction, "saturation": self.config.saturation,
+                "shading_fraction": self.config.shading_fraction}

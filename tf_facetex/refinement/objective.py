@@ -48,6 +48,38 @@ def symmetry_confidence(batch, options: LossOptions = LossOptions()):
     return view_confidence(batch["visibility_uv"], batch["normals_uv"])
 
 
+def albedo_terms(albedo_uv, prior_uv, confidence_uv, uv_mask, symmetry_index=None,
+                 options: LossOptions = LossOptions()) -> dict:
+    """The terms of `uv_terms` that see only the albedo: {'symmetry', 'smoothness', 'prior_l1'} (scalars).
+
+    albedo_uv, prior_uv [N, S, S, 3]; confidence_uv: None or [N, S, S, 1] (`symmetry_confidence`); uv_mask
+    [S, S, 1]. A multi-photo fit passes one albedo per person with its photos' combined confidence.
+    """
+    return {
+        "symmetry": symmetry_loss(albedo_uv, uv_mask, symmetry_index, norm=options.symmetry_norm,
+                                  confidence_uv=confidence_uv,
+                                  seen_weight=options.symmetry_seen_weight,
+                                  seen_scale=options.symmetry_seen_scale,
+                                  unseen_mirror_weight=options.symmetry_unseen_mirror_weight),
+        "smoothness": edge_aware_smoothness(albedo_uv, prior_uv, uv_mask, alpha=options.smoothness_alpha,
+                                            variant=options.smoothness_variant),
+        "prior_l1": prior_l1_loss(albedo_uv, prior_uv, uv_mask, norm=options.prior_norm),
+    }
+
+
+def photo_terms(light_uv, rendered, batch, illumination_mask, options: LossOptions = LossOptions()) -> dict:
+    """The terms of `uv_terms` that compare with each photo or regularise its light: {'illumination',
+    'image_gradient', 'image'} (scalars; light_uv [B, S, S, 27], rendered [B, H, W, 3])."""
+    image, face_mask = batch["image"], batch["face_mask"]
+    return {
+        "illumination": illumination_regularization(light_uv, batch["gamma"], illumination_mask,
+                                                    norm=options.illumination_norm,
+                                                    rgb_consistency=options.illumination_rgb_consistency),
+        "image_gradient": image_gradient_loss(rendered, image, face_mask, norm=options.image_gradient_norm),
+        "image": image_loss(rendered, image, face_mask, form=options.image_form),
+    }
+
+
 def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, symmetry_index=None,
              options: LossOptions = LossOptions()) -> dict:
     """The unweighted UV-space terms both detail stages share (paper eq. 1, 10-11, 15, 16; docs/METHOD.md).
@@ -61,19 +93,7 @@ def uv_terms(albedo_uv, light_uv, rendered, batch, uv_mask, illumination_mask, s
     Returns:
       {'illumination', 'symmetry', 'smoothness', 'prior_l1', 'image_gradient', 'image'}: scalars.
     """
-    prior, image, face_mask = batch["prior_albedo_uv"], batch["image"], batch["face_mask"]
-    return {
-        "illumination": illumination_regularization(light_uv, batch["gamma"], illumination_mask,
-                                                    norm=options.illumination_norm,
-                                                    rgb_consistency=options.illumination_rgb_consistency),
-        "symmetry": symmetry_loss(albedo_uv, uv_mask, symmetry_index, norm=options.symmetry_norm,
-                                  confidence_uv=symmetry_confidence(batch, options),
-                                  seen_weight=options.symmetry_seen_weight,
-                                  seen_scale=options.symmetry_seen_scale,
-                                  unseen_mirror_weight=options.symmetry_unseen_mirror_weight),
-        "smoothness": edge_aware_smoothness(albedo_uv, prior, uv_mask, alpha=options.smoothness_alpha,
-                                            variant=options.smoothness_variant),
-        "prior_l1": prior_l1_loss(albedo_uv, prior, uv_mask, norm=options.prior_norm),
-        "image_gradient": image_gradient_loss(rendered, image, face_mask, norm=options.image_gradient_norm),
-        "image": image_loss(rendered, image, face_mask, form=options.image_form),
-    }
+    terms = photo_terms(light_uv, rendered, batch, illumination_mask, options)
+    terms.update(albedo_terms(albedo_uv, batch["prior_albedo_uv"], symmetry_confidence(batch, options), uv_mask,
+                              symmetry_index, options))
+    return {name: terms[name] for name in UV_TERM_NAMES}

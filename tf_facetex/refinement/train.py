@@ -18,16 +18,17 @@ from tf_facetex.data.records import count_records
 from tf_facetex.errors import TrainingError
 from tf_facetex.face_model import load_face_model
 from tf_facetex.identity import make_embed_fn as identity_embed_fn
-from tf_facetex.losses import TERMS, LossWeights
+from tf_facetex.losses import TERMS, LossOptions, LossWeights
 from tf_facetex.networks import AlbedoDiscriminator, RefinementNet
 from tf_facetex.prior.samples import sample_dataset
+from tf_facetex.refinement.fit import UVFitConfig
 from tf_facetex.refinement.toy_data import toy_identity_embedding, toy_uv_mask
 from tf_facetex.refinement.trainer import FaceTexTrainer
 from tf_facetex.rendering.uv import build_uv_raster
 from tf_facetex.training import checkpoints, runs, summaries
 from tf_facetex.training.checkpoints import CheckpointKeeper, write_or_check_run_config
 from tf_facetex.training.distribute import is_chief, make_strategy, num_workers
-from tf_facetex.training.loop import Cadence, evaluate_and_log, run_loop
+from tf_facetex.training.loop import Cadence, evaluate, evaluate_and_log, run_loop
 from tf_facetex.training.schedule import TrainSchedule
 
 
@@ -86,6 +87,9 @@ class TrainConfig:
 
     train_data: str = ""
     eval_data: str = ""
+    # A second held-out set with ground-truth albedo (synthetic faces): albedo si-RMSE against steps, logged as
+    # eval_gt/* next to eval/*.
+    eval_gt_data: str = ""
     model_dir: str = ""
     resume: bool = False
     init_weights: str = ""            # a fresh run's generator starts from these weights (shipped folder/checkpoint)
@@ -98,6 +102,10 @@ class TrainConfig:
     loss_preset: str = "paper"
     weight_overrides: dict = dataclasses.field(default_factory=dict)  # {term: weight} over the preset's
     disabled_terms: tuple = ()
+    # The symmetry term's form: '' = the loss preset's (uniform: every chart texel pulled to its mirror), 'fit' =
+    # the per-image fit's (`UVFitConfig.symmetry`: the mirror fills what the photo did not show; seen pairs pull
+    # by a saturating L1), so that the network learns the objective the shipped fit minimises.
+    symmetry_form: str = ""
     illumination_mask: str = "uv"
     identity: str = "none"
     identity_weights: str = ""
@@ -172,6 +180,21 @@ def inspect_samples(file_pattern) -> dict:
             "num_files": len(files)}
 
 
+SYMMETRY_FORMS = ("", "fit")
+
+
+def loss_options(config: TrainConfig) -> LossOptions:
+    """The loss forms of a run: its preset's, with the per-image fit's symmetry form when ``symmetry_form='fit'``."""
+    options = LossOptions.preset(config.loss_preset)
+    if config.symmetry_form not in SYMMETRY_FORMS:
+        raise TrainingError(f"symmetry_form must be one of {SYMMETRY_FORMS}, got {config.symmetry_form!r}")
+    if config.symmetry_form == "fit":
+        weighting, seen_weight, seen_scale, unseen_mirror_weight = UVFitConfig().symmetry()
+        options = dataclasses.replace(options, symmetry_weighting=weighting, symmetry_seen_weight=seen_weight,
+                                      symmetry_seen_scale=seen_scale, symmetry_unseen_mirror_weight=unseen_mirror_weight)
+    return options
+
+
 def build_trainer(config: TrainConfig, uv_size, uv_mask, symmetry_index, steps_per_epoch, embed_fn=None):
     """Networks, trainer and both optimisers (call under the strategy scope)."""
     generator = RefinementNet.from_preset(config.net_preset, **{"uv_size": uv_size, "white_prior": config.white_prior,
@@ -184,7 +207,7 @@ def build_trainer(config: TrainConfig, uv_size, uv_mask, symmetry_index, steps_p
     weights = dataclasses.replace(weights, **{k: float(v) for k, v in config.weight_overrides.items()})
     weights = weights.without(*config.disabled_terms)
     trainer = FaceTexTrainer(generator, discriminator, uv_mask, symmetry_index, embed_fn=embed_fn,
-                             loss_weights=weights, loss_options=config.loss_preset, steps_per_epoch=steps_per_epoch,
+                             loss_weights=weights, loss_options=loss_options(config), steps_per_epoch=steps_per_epoch,
                              illumination_mask=config.illumination_mask)
     g_optimizer, d_optimizer = config.schedule(steps_per_epoch).make_optimizers(trainer.epoch)
     trainer.compile(g_optimizer, d_optimizer)
@@ -243,7 +266,16 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
     if not config.train_data or not config.model_dir:
         raise TrainingError("need --train_data (refinement-sample shards) and --model_dir")
     model_dir = pathlib.Path(config.model_dir)
-    info = inspect_samples(config.train_data)
+    # Several comma-separated patterns train on their union (e.g. real photos and synthetic faces); the first
+    # decides the sizes, every one must match them.
+    train_patterns = [pattern for pattern in config.train_data.split(",") if pattern]
+    info = inspect_samples(train_patterns[0])
+    for pattern in train_patterns[1:]:
+        other = inspect_samples(pattern)
+        if (other["image_size"], other["uv_size"], other["num_coeffs"]) != (
+                info["image_size"], info["uv_size"], info["num_coeffs"]):
+            raise TrainingError(f"--train_data {pattern}: sizes {other} differ from {train_patterns[0]}'s {info}")
+        info["num_files"] += other["num_files"]
     image_size, uv_size, num_coeffs = info["image_size"], info["uv_size"], info["num_coeffs"]
     replicas = strategy.num_replicas_in_sync
     workers = num_workers(strategy)
@@ -254,7 +286,7 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
                             "files; write at least as many shards as workers")
     steps_per_epoch = config.steps_per_epoch
     if not steps_per_epoch:
-        steps_per_epoch = count_records(config.train_data) // config.global_batch_size
+        steps_per_epoch = sum(count_records(pattern) for pattern in train_patterns) // config.global_batch_size
         if steps_per_epoch < 1:
             raise TrainingError(f"{config.train_data}: fewer samples than one batch of {config.global_batch_size}")
     schedule = config.schedule(steps_per_epoch)
@@ -278,7 +310,7 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
     trainer.update_epoch()
 
     def dataset_fn(context):
-        return sample_dataset(config.train_data, context.get_per_replica_batch_size(config.global_batch_size),
+        return sample_dataset(train_patterns, context.get_per_replica_batch_size(config.global_batch_size),
                               image_size, uv_size, num_coeffs, training=True, input_context=context,
                               seed=config.seed + start_step, shuffle_buffer=config.shuffle_buffer)
 
@@ -307,7 +339,16 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
         eval_dataset = sample_dataset(config.eval_data, max(1, config.global_batch_size // replicas), image_size,
                                       uv_size, num_coeffs, training=False,
                                       with_ground_truth=eval_info["has_ground_truth"], deterministic=True)
-    visual_source = eval_dataset or sample_dataset(config.train_data, 4, image_size, uv_size, num_coeffs,
+    eval_gt_dataset = None
+    if config.eval_gt_data and chief:
+        gt_info = inspect_samples(config.eval_gt_data)
+        if (gt_info["image_size"], gt_info["uv_size"]) != (image_size, uv_size) or not gt_info["has_ground_truth"]:
+            raise TrainingError(f"--eval_gt_data must be samples with ground truth at {image_size}/{uv_size} "
+                                f"(image/UV); got {gt_info}")
+        eval_gt_dataset = sample_dataset(config.eval_gt_data, max(1, config.global_batch_size // replicas),
+                                         image_size, uv_size, num_coeffs, training=False, with_ground_truth=True,
+                                         deterministic=True)
+    visual_source = eval_dataset or sample_dataset(train_patterns[0], 4, image_size, uv_size, num_coeffs,
                                                    training=False, deterministic=True)
     visual_batch = {key: value[:4] for key, value in next(iter(visual_source)).items()} if chief else None
     visuals_fn = tf.function(trainer.visuals, autograph=False)
@@ -337,6 +378,11 @@ def train(config: TrainConfig, log=print, strategy=None, on_step: Optional[Calla
             summary.image(step, "train", summaries.training_grid(visuals))
 
     def write_eval(step):
+        if eval_gt_dataset is not None:
+            results = evaluate(trainer, eval_gt_dataset, None, evaluation_fn)
+            summary.scalars(step, results, "eval_gt")
+            log(f"[train] eval_gt at step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(results.items())
+                                                               if k.startswith(("albedo", "od_psnr", "oc_psnr"))))
         return evaluate_and_log(trainer, eval_dataset, config.eval_batches or None, evaluation_fn, summary, step,
                                 log, "train")
 

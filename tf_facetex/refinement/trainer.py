@@ -38,7 +38,7 @@ from tf_facetex.errors import TrainingError
 from tf_facetex.losses import (LossOptions, LossWeights, cross_perceptual_loss, gan_discriminator_loss,
                                gan_generator_loss, roll_batch, weighted_total)
 from tf_facetex.networks import fill_unseen_with_noise
-from tf_facetex.refinement.network import unseen_noise
+from tf_facetex.refinement.network import network_inputs, unseen_noise
 from tf_facetex.refinement.objective import UV_TERM_NAMES, render_from_lookup, uv_terms
 from tf_facetex.training.distribute import num_replicas_in_context
 from tf_facetex.training.schedule import scheduled_weights
@@ -55,7 +55,7 @@ class FaceTexTrainer(keras.Model):
     """RefinementNet + AlbedoDiscriminator trained with the paper's losses (module docstring).
 
     Args:
-      generator: a `RefinementNet` ({'texture_uv', 'prior_albedo_uv'[, 'uv_mask']} -> {'albedo', 'light'}).
+      generator: a `RefinementNet` ({'texture_uv', 'prior_albedo_uv', 'gamma'[, 'uv_mask']} -> {'albedo', 'light'}).
       discriminator: an `AlbedoDiscriminator` ((albedo [B, S, S, 3], uv_mask) -> patch logits).
       uv_mask: [S, S, 1] (or [S, S]) the face model's UV chart M_uv (1 inside); toy data uses all ones or the
         toy world's chart (`refinement.train.uv_layout`).
@@ -122,7 +122,8 @@ class FaceTexTrainer(keras.Model):
         size = int(self.uv_mask.shape[0])
         zeros = tf.zeros([1, size, size, 3])
         if not self.generator.built:
-            self.generator({"texture_uv": zeros, "prior_albedo_uv": zeros, "uv_mask": self.uv_mask}, training=False)
+            self.generator({"texture_uv": zeros, "prior_albedo_uv": zeros, "base_albedo_uv": zeros,
+                            "gamma": tf.zeros([1, 27]), "uv_mask": self.uv_mask}, training=False)
         if not self.discriminator.built:
             self.discriminator(zeros, self.uv_mask, training=False)
 
@@ -150,7 +151,8 @@ class FaceTexTrainer(keras.Model):
     # -- Pieces of a step (pure given the nets; scripts/bench_train.py times them one by one) ---------------------
 
     def generator_inputs(self, batch, training=True):
-        """{'texture_uv' noise-filled, 'prior_albedo_uv', 'uv_mask'}: fresh noise when training; otherwise the
+        """`network_inputs` ('texture_uv' noise-filled, 'prior_albedo_uv', 'gamma', 'uv_mask'[, 'base_albedo_uv']):
+        fresh noise when training; otherwise the
         product's fixed draw (`refinement.network.unseen_noise`, scaled by the trainer's noise statistics), filled
         as `refine_with_network` fills it, so that the evaluation sees what inference sees."""
         if training:
@@ -159,7 +161,7 @@ class FaceTexTrainer(keras.Model):
         else:
             seen = tf.cast(batch["visibility_uv"], tf.float32)
             texture = (seen * tf.cast(batch["texture_uv"], tf.float32) + (1.0 - seen) * self.eval_noise) * self.uv_mask
-        return {"texture_uv": texture, "prior_albedo_uv": batch["prior_albedo_uv"], "uv_mask": self.uv_mask}
+        return network_inputs(self.generator, batch, texture, self.uv_mask)
 
     def forward(self, batch, training=True):
         """batch -> {'albedo' [B, S, S, 3] in [0, 1], 'light' [B, S, S, 27]}."""

@@ -117,3 +117,14 @@ def read_metrics(path, kind=None) -> list:
 def progress_text(logs: dict, keys=("total", "image", "d_loss")) -> dict:
     """The tqdm postfix: a few current losses, 4 significant digits."""
     return {key: f"{float(logs[key]):.4g}" for key in keys if key in logs}
+
+
+def training_wall_seconds(model_dir) -> float | None:
+    """Wall-clock seconds a run trained: per TensorBoard event file (one per sitting: a resumed run writes a new
+    one), the span from its first to its last event, summed over the files; None when there is none."""
+    total, found = 0.0, False
+    for path in sorted((pathlib.Path(model_dir) / "tensorboard").glob("**/events.out.tfevents.*")):
+        times = [event.wall_time for event in tf.compat.v1.train.summary_iterator(str(path)) if event.wall_time]
+        if times:
+            total, found = total + max(times) - min(times), True
+    return total if found else None
