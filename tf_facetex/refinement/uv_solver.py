@@ -271,8 +271,10 @@ def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, we
 
 
 # Traced once per input shape (batch, S, r) and reused for every later photo, step count and learning rate.
-_adam_loop_xla = tf.function(_adam_loop, jit_compile=True, autograph=False, reduce_retracing=True)
-_adam_loop_graph = tf.function(_adam_loop, autograph=False, reduce_retracing=True)
+# No reduce_retracing: after a second shape it would trace with unknown dimensions, and the loop needs S and r
+# as Python ints (the upsampling matrix); a program per shape is what XLA compiles anyway.
+_adam_loop_xla = tf.function(_adam_loop, jit_compile=True, autograph=False)
+_adam_loop_graph = tf.function(_adam_loop, autograph=False)
 
 
 def trace_count() -> int:
