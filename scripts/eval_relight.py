@@ -57,23 +57,15 @@ flags.DEFINE_list("multi_half", ["A+000E+00", "A+050E+00", "A-050E+00"], "Lights
 
 def fit_refiner_with(reconstructor, steps, overrides):
     """The product's `FitRefiner` with some `UVFitConfig` fields replaced ('name=value' strings)."""
-    import dataclasses
-
     from tf_facetex.errors import FaceTexError
-    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig, config_with_overrides
 
-    config = UVFitConfig(steps=steps)
-    fields = {field.name: field for field in dataclasses.fields(UVFitConfig)}
-    changes = {}
-    for item in overrides:
-        name, _, value = item.partition("=")
-        if name not in fields or not value:
-            raise FaceTexError(f"--fit_overrides {item!r}: expected name=value with a UVFitConfig field "
-                               f"({', '.join(fields)})")
-        kind = type(getattr(config, name))
-        changes[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    try:
+        config = config_with_overrides(UVFitConfig(steps=steps), overrides)
+    except ValueError as err:
+        raise FaceTexError(f"--fit_overrides: {err}") from None
     renderer = reconstructor.renderer
-    return FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, dataclasses.replace(config, **changes))
+    return FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
 
 
 def main(argv):

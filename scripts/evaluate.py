@@ -34,7 +34,7 @@ PROTOCOLS = ("samples", "images", "ghosting", "celebamask")
 flags.DEFINE_enum("protocol", "samples", list(PROTOCOLS), "What to evaluate (see the module help).")
 flags.DEFINE_string("data", None, "samples: refinement-sample shards (glob); images / ghosting: a "
                     "scripts/make_synthetic.py folder; celebamask: a CelebAMask-HQ folder (default: the shared one).")
-flags.DEFINE_list("variants", ["prior", "unwrapped", "fit"], "Built-in variants: prior, unwrapped, fit, fit_adam (the fit's previous per-step solver, for paired "
+flags.DEFINE_list("variants", ["prior", "unwrapped", "fit"], "Built-in variants: prior, unwrapped, fit, fit_alt (the fit with --fit_overrides), fit_adam (the fit's previous per-step solver, for paired "
                   "comparisons).")
 flags.DEFINE_list("checkpoints", [], "Trained networks as name=path (a run folder, checkpoint or shipped network "
                   "folder; OD and OC rows each).")
@@ -43,6 +43,8 @@ flags.DEFINE_enum("identity", "dlib", ["dlib", "none"], "Identity-similarity col
 flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all; celebamask: default 20).")
 flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 flags.DEFINE_integer("fit_steps", 150, "Steps of the fit variant.")
+flags.DEFINE_list("fit_overrides", [], "The 'fit_alt' variant: the shipped fit with these UVFitConfig fields "
+                  "changed, name=value (e.g. shading_fraction=0.25), for a paired comparison (--paired=fit_alt:fit).")
 flags.DEFINE_integer("net_fit_steps", 0, "> 0: each --checkpoints network also as '<name>+fit', the product's "
                      "net+fit (this many fit steps from the network's output).")
 flags.DEFINE_list("paired", [], "method:baseline pairs of variant names, e.g. 'fit:fit_adam,net:prior': per "
@@ -118,7 +120,9 @@ def _samples():
     result, figure = evaluate_variants(FLAGS.data, sizes, FLAGS.variants, checkpoints, face_model=FLAGS.face_model,
                                        identity=FLAGS.identity, limit=FLAGS.limit or None,
                                        batch_size=FLAGS.batch_size, fit_steps=FLAGS.fit_steps,
-                                       want_figure=bool(FLAGS.figure), net_fit_steps=FLAGS.net_fit_steps)
+                                       want_figure=bool(FLAGS.figure), net_fit_steps=FLAGS.net_fit_steps,
+                                       fit_overrides=FLAGS.fit_overrides)
+    result["fit_overrides"] = list(FLAGS.fit_overrides)
     result["paired"] = paired_variants(result, pairs)
     if manifest is not None:
         result.update(synthetic_dir=FLAGS.synthetic_dir, synthetic_config=manifest["config"],

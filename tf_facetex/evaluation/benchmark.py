@@ -12,7 +12,7 @@ from tf_facetex.evaluation import variants as V
 from tf_facetex.identity import get_identity_encoder
 from tf_facetex.prior.samples import sample_dataset
 from tf_facetex.refinement.checkpoint import load_refinement_net
-from tf_facetex.refinement.fit import UVFitConfig
+from tf_facetex.refinement.fit import UVFitConfig, config_with_overrides
 from tf_facetex.refinement.train import uv_layout
 
 COLUMNS = (("l1", "L1 ↓", "{:.4f}"), ("psnr", "PSNR ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
@@ -22,7 +22,7 @@ ALBEDO_COLUMNS = (("albedo_si_rmse", "albedo si-RMSE ↓", "{:.4f}"), ("albedo_s
                   ("relight_rmse", "relight RMSE ↓", "{:.4f}"))
 
 
-def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps=0):
+def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps=0, fit_overrides=()):
     built = collections.OrderedDict()
     for name in names:
         if name == "prior":
@@ -33,9 +33,14 @@ def _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_
             built[name] = V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps))
         elif name == "fit_adam":   # the previous algorithm (per-step Adam loop), kept for paired comparisons
             built[name] = V.fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=fit_steps, solver="adam"))
+        elif name == "fit_alt":    # the fit with some settings changed (fit_overrides), paired against 'fit'
+            if not fit_overrides:
+                raise ValueError("variant 'fit_alt' needs fit overrides (scripts/evaluate.py --fit_overrides)")
+            built[name] = V.fit_variant(uv_mask, symmetry_index,
+                                        config_with_overrides(UVFitConfig(steps=fit_steps), fit_overrides))
         else:
-            raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit, fit_adam; networks via "
-                             "--checkpoints)")
+            raise ValueError(f"unknown variant '{name}' (built-in: prior, unwrapped, fit, fit_adam, fit_alt; "
+                             "networks via --checkpoints)")
     for name, path in checkpoints.items():
         net, _ = load_refinement_net(path, log=lambda *_: None)
         built[name] = V.network_variant(net, uv_mask)
@@ -60,7 +65,7 @@ def paired_variants(result, pairs):
 
 
 def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", identity="dlib", limit=None,
-                      batch_size=8, fit_steps=150, want_figure=False, net_fit_steps=0):
+                      batch_size=8, fit_steps=150, want_figure=False, net_fit_steps=0, fit_overrides=()):
     """Returns (result dict for JSON, figure data).
 
     ``sizes``: `tf_facetex.refinement.train.inspect_samples` of the shards (image/UV size, coefficient count,
@@ -76,7 +81,7 @@ def evaluate_variants(pattern, sizes, names, checkpoints, face_model="default", 
     encoder = None
     if identity == "dlib":
         encoder = get_identity_encoder("dlib")
-    variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps)
+    variants = _build_variants(names, checkpoints, uv_mask, symmetry_index, fit_steps, net_fit_steps, fit_overrides)
     with_gt = bool(sizes["has_ground_truth"])
     dataset = sample_dataset(pattern, batch_size, image_size, uv_size, int(sizes["num_coeffs"]), training=False,
                              with_ground_truth=with_gt, deterministic=True)

@@ -63,6 +63,21 @@ class UVFitConfig:
                                        self.symmetry_unseen_mirror_weight)
 
 
+
+def config_with_overrides(config, overrides):
+    """``config`` (a `UVFitConfig`) with fields replaced from 'name=value' strings, each value typed as the field's
+    current one (bools: 1/true/yes); ValueError naming the fields on an unknown name or an empty value. For
+    measuring one lever against the shipped settings (scripts/evaluate.py --fit_overrides, eval_relight.py)."""
+    fields = [field.name for field in dataclasses.fields(config)]
+    changes = {}
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name not in fields or not value:
+            raise ValueError(f"fit override {item!r}: expected name=value with a UVFitConfig field ({', '.join(fields)})")
+        kind = type(getattr(config, name))
+        changes[name] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return dataclasses.replace(config, **changes)
+
 class UVFitRefiner:
     """Per-image optimisation of the detailed albedo and light maps from a `PriorModule` output (the raw fit)."""
 
