@@ -53,7 +53,7 @@ def main(argv):
         print(f"[bench] {run['mode']:14s} {run['ms_per_photo']:8.1f} ms/photo (first call {run['first_call_s']} s), "
               f"detailed PSNR {run['detailed_psnr_db']} dB")
     fit = next((r for r in runs if r["mode"] == "fit"), None)
-    result = {"command": " ".join(["python", *sys.argv]), "photos": [f.name for f in faces],
+    result = {"command": " ".join(["python", *sys.argv]), "photos": [path.name for path in held_out[:FLAGS.num_photos]],
               "batch_size": FLAGS.batch_size, "repeats": FLAGS.repeats, "yardstick_resnet50_ms": round(yardstick, 1),
               "runs": runs, "speedup_over_fit": {r["mode"]: round(fit["ms_per_photo"] / r["ms_per_photo"], 2)
                                                  for r in runs} if fit else None,

@@ -192,7 +192,9 @@ def test_evaluate_ghosting_protocol_end_to_end(tiny_model, tmp_path):
 def test_protocol_names_are_checked_before_anything_runs():
     from tf_facetex.evaluation import variants
 
-    ghosting.check_protocol_names(["prior", "fit", "uniform", "visibility@1/0.02/1"], ["true", "none"])
+    ghosting.check_protocol_names(["prior", "fit", "net", "net+fit", "uniform", "visibility@1/0.02/1"],
+                                  ["true", "none"])
+    assert variants.parse_symmetry_variant("net+fit") == "net+fit"       # the shipped network, with its short fit
     assert variants.parse_symmetry_variant("visibility@1/0.02") == {
         "symmetry_weighting": "visibility", "symmetry_seen_weight": 1.0, "symmetry_seen_scale": 0.02,
         "symmetry_unseen_mirror_weight": 0.0}

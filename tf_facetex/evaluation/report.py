@@ -347,6 +347,13 @@ SECTIONS = [
      "had before issue 17 (weight 5, every chart texel pulled to its mirror, seen or not), 'fit' the shipped one, "
      "'prior' the prior albedo. Mask `true`: the occluder is masked out; `none`: it counts as seen (a masker that "
      "misses a strand of hair).", clean_report.ghosting_lines),
+    ("issue18_ghosting_net.json", "Ghosting and completion: the shipped network against the fit",
+     ".venv/bin/python scripts/evaluate.py --protocol=ghosting --data=outputs/synth_ghost "
+     "--ghost_variants=fit,net,net+fit --ghost_masks=true,none --json=docs/results/issue18_ghosting_net.json",
+     "The protocol of the previous section on the same 24 faces, with the refiner modes of `scripts/reconstruct.py`: "
+     "'net' = one forward pass of saved_models/refinement_net, 'net+fit' = its A', L' as the start of a 30-step fit. "
+     "A network trained on a population should in-paint what an occluder hides rather than copy it.",
+     clean_report.ghosting_lines),
     ("eval_relight.json", "Relighting truth on real photos: one face under many lights (Extended Yale B)",
      "nice -n 5 .venv/bin/python scripts/eval_relight.py --mode single,multi --json docs/results/eval_relight.json "
      "--figure docs/results/eval_relight.png",
@@ -387,8 +394,15 @@ SECTIONS = [
      "The whole reconstruction of an aligned photo (prior, unwrap, detail stage, renders, turntable) per refiner "
      "mode, at batch 1, the modes interleaved so that they share the load; `regressor+net` uses the shipped prior "
      "regressor instead of the landmark + photometric fit. `speedup_over_fit` = fit's ms/photo / the mode's.", None),
+    ("refine_cpu_preset.json", "Loss presets of the CPU refinement network",
+     ".venv/bin/python scripts/compare_runs.py --runs=shipped=outputs/preset/shipped,"
+     "paper_plain=outputs/preset/paper_plain,authors_plain=outputs/preset/authors_plain,"
+     "no_illum10=outputs/preset/no_illum10 --json=docs/results/refine_cpu_preset.json",
+     "600-step runs of configs/refine_cpu.cfg with the loss settings changed, compared on the validation split "
+     "(real re-render) and the synthetic validation faces (albedo against the truth); the weighted validation loss "
+     "is not compared, since each preset weights its terms differently.", None),
     ("refine_cpu_curves.json", "Learning curves of the shipped refinement network",
-     ".venv/bin/python scripts/plot_learning_curves.py --run_dir=outputs/refine_cpu/authors "
+     ".venv/bin/python scripts/plot_learning_curves.py --run_dir=outputs/refine_cpu/final "
      "--out=docs/results/refine_cpu_curves.png --json=docs/results/refine_cpu_curves.json",
      "Validation (160 photos of train shards 60-63, never trained on) every 250 steps: the weighted UV loss terms "
      "and the re-render PSNR; `flattening` is the relative change of the validation loss over the last ~20% of the "

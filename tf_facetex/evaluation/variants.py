@@ -30,7 +30,7 @@ from tf_facetex import metrics, sh
 from tf_facetex.evaluation.clean_albedo import landmark_hull
 from tf_facetex.identity import identity_similarity
 from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
-from tf_facetex.refinement.net_fit import net_fit_refiner
+from tf_facetex.refinement.net_fit import NET_FIT_STEPS, net_fit_refiner
 from tf_facetex.refinement.network import NetworkRefiner
 from tf_facetex.refinement.objective import render_lit
 
@@ -74,7 +74,9 @@ def net_fit_variant(net, uv_mask, symmetry_index, steps):
     return _refined(net_fit_refiner(NetworkRefiner(net, uv_mask), uv_mask, symmetry_index, steps=steps))
 
 
-SYMMETRY_VARIANT_HELP = ("'prior' (the prior albedo), 'fit' (the shipped fit, `UVFitConfig()`), 'uniform' (today's "
+SYMMETRY_VARIANT_HELP = ("'prior' (the prior albedo), 'fit' (the shipped fit, `UVFitConfig()`), 'net' / 'net+fit' "
+                         "(the shipped refinement network, or $TF_FACETEX_REFINEMENT_NET's, alone or with its 30-step "
+                         "fit), 'uniform' (today's "
                          "symmetry term: weight 5, every chart texel pulled to its mirror, seen or not) or "
                          "weighting[@seen_weight[/seen_scale[/unseen_mirror_weight]]] (`losses.symmetry_weights`)")
 
@@ -84,7 +86,7 @@ def parse_symmetry_variant(name):
     (dict); ValueError on a bad name (checked before anything is built)."""
     from tf_facetex.losses import SYMMETRY_WEIGHTINGS
 
-    if name in ("prior", "fit"):
+    if name in ("prior", "fit", "net", "net+fit"):
         return name
     weighting, _, pull = name.partition("@")
     if weighting not in SYMMETRY_WEIGHTINGS:
@@ -104,6 +106,13 @@ def symmetry_variant(name, uv_mask, symmetry_index, steps=150):
         return prior_variant
     if parsed == "fit":
         return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps))
+    if parsed in ("net", "net+fit"):
+        from tf_facetex import paths
+        from tf_facetex.refinement.checkpoint import load_refinement_net
+
+        net, _ = load_refinement_net(paths.refinement_net_dir(), log=lambda *_: None)    # the shipped network
+        return (network_variant(net, uv_mask) if parsed == "net" else
+                net_fit_variant(net, uv_mask, symmetry_index, NET_FIT_STEPS))
     return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps, **parsed))
 
 
