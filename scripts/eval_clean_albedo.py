@@ -32,6 +32,7 @@ from absl import flags  # noqa: E402
 
 from tf_facetex import cli  # noqa: E402
 from tf_facetex.pipeline import setup  # noqa: E402
+from tf_facetex.prior.appearance_gate import DEFAULT_GATE  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("json", None, "Where the results JSON goes (written atomically).")
@@ -49,6 +50,8 @@ flags.DEFINE_integer("net_fit_steps", setup.DEFAULT_NET_FIT_STEPS, "Fit steps af
 flags.DEFINE_integer("landmark_steps", 300, "Landmark-fit steps (scripts/reconstruct.py's default).")
 flags.DEFINE_float("unwrap_mask_threshold", 0.97, "Mask value every bilinear tap of a seen texel's source pixel "
                    "must reach (the product's default 0.97; an ablation knob).")
+flags.DEFINE_float("appearance_gate", DEFAULT_GATE, "The appearance gate (`PriorConfig.appearance_gate`: robust "
+                   "standard deviations of hue against the coarse render; 0 = off; default the product's).")
 flags.DEFINE_integer("batch_size", 4, "Faces reconstructed together.")
 flags.DEFINE_string("label", "", "A name for this run, recorded in the JSON (e.g. 'before: skin mask, no eyes').")
 flags.DEFINE_list("baseline", [], "name=result.json entries: their summaries are copied into this run's JSON "
@@ -86,11 +89,12 @@ def main(argv):
     reconstructor = setup.build_reconstructor(FLAGS.face_model, FLAGS.checkpoint, fit_steps=FLAGS.fit_steps,
                                               landmark_steps=FLAGS.landmark_steps, refiner=FLAGS.refiner,
                                               net_fit_steps=FLAGS.net_fit_steps, turntable_yaws=(),
-                                              unwrap_mask_threshold=FLAGS.unwrap_mask_threshold)
+                                              unwrap_mask_threshold=FLAGS.unwrap_mask_threshold,
+                                              appearance_gate=FLAGS.appearance_gate)
     start = time.time()
     body = clean_albedo.run_protocol(files, finder, reconstructor, FLAGS.batch_size, num_held_out)
     result = {"label": FLAGS.label, "command": " ".join(["python", *sys.argv]),
-              "unwrap_mask_threshold": FLAGS.unwrap_mask_threshold, **body,
+              "unwrap_mask_threshold": FLAGS.unwrap_mask_threshold, "appearance_gate": FLAGS.appearance_gate, **body,
               "baselines": baselines,
               "seconds": time.time() - start, "load_average": list(os.getloadavg())}
     io_utils.write_json(FLAGS.json, result)

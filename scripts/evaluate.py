@@ -59,6 +59,10 @@ flags.DEFINE_list("ghost_masks", ["true", "none"], "ghosting: face masks given t
                   "(occluder masked out) and/or 'none' (the occluder counts as seen).")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "images / celebamask: the face masker "
                   "(scripts/reconstruct.py's default: parsing).")
+flags.DEFINE_bool("crossed", False, "images: also true landmarks with the product's mask and detected landmarks "
+                  "with the true mask (which of the two the detected path loses to; twice the time).")
+flags.DEFINE_float("appearance_gate", None, "images: the reconstructor's appearance gate (`PriorConfig."
+                   "appearance_gate`, robust standard deviations; 0 = off); unset = the shipped default.")
 flags.DEFINE_integer("landmark_steps", 300, "images / celebamask: landmark-fit steps (scripts/reconstruct.py's).")
 flags.DEFINE_list("baseline", [], "celebamask: name=result.json entries copied into the JSON to be shown beside it.")
 flags.DEFINE_string("json", None, "Output JSON (the markdown table goes next to it with .md).")
@@ -144,10 +148,16 @@ def _images():
     finder = pipeline.FaceFinder(masker=FLAGS.masker)
     reconstructor = setup.build_reconstructor(None if FLAGS.face_model == "default" else FLAGS.face_model,
                                               uv_size=int(manifest["config"]["uv_size"]), fit_steps=FLAGS.fit_steps,
-                                              landmark_steps=FLAGS.landmark_steps, turntable_yaws=())
+                                              landmark_steps=FLAGS.landmark_steps, turntable_yaws=(),
+                                              **_gate_override())
     result = synthetic_photos.run_protocol(FLAGS.data, finder, reconstructor, count=FLAGS.limit or None,
-                                           batch_size=FLAGS.batch_size)
+                                           batch_size=FLAGS.batch_size, crossed=FLAGS.crossed)
     return result, _md(FLAGS.title, clean_report.from_images_lines(result)), None
+
+
+def _gate_override() -> dict:
+    """The --appearance_gate override of `ReconstructionConfig` (none when the flag is unset)."""
+    return {} if FLAGS.appearance_gate is None else {"appearance_gate": FLAGS.appearance_gate}
 
 
 def _ghosting():

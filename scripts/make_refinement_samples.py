@@ -24,6 +24,8 @@ flags.DEFINE_integer("batch_size", 8, "Images per prior batch.")
 flags.DEFINE_integer("num_shards", 4, "Output shards.")
 flags.DEFINE_integer("limit", 0, "Stop after this many images (0 = all).")
 flags.DEFINE_integer("fit_steps", 300, "Landmark-fit iterations.")
+flags.DEFINE_float("appearance_gate", None, "The appearance gate (`PriorConfig.appearance_gate`; 0 = off); unset = "
+                   "the product's default.")
 flags.DEFINE_string("preview", None, "Write a PNG grid of the first batch here.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
@@ -49,6 +51,8 @@ def main(argv):
         regressor = load_regressor(model, FLAGS.regressor_weights, backbone=FLAGS.regressor_backbone)
     config = PriorConfig(mode=FLAGS.prior, uv_size=FLAGS.uv_size,
                          landmark=dataclasses.replace(LandmarkFitConfig(), steps=FLAGS.fit_steps))
+    if FLAGS.appearance_gate is not None:
+        config = dataclasses.replace(config, appearance_gate=FLAGS.appearance_gate)
     prior = PriorModule(model, config, regressor=regressor)
     dataset = make_dataset(FLAGS.input, FLAGS.batch_size, training=False, deterministic=True)
     if FLAGS.preview:

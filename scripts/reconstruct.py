@@ -23,6 +23,7 @@ from absl import flags
 
 from tf_facetex import cli
 from tf_facetex.pipeline import setup
+from tf_facetex.prior.appearance_gate import DEFAULT_GATE
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "An image file or a folder of images (searched recursively; .jpg .jpeg .png "
@@ -53,6 +54,10 @@ flags.DEFINE_integer("uv_size", None, "UV texture size S (albedo.png is S x S). 
 flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (--refiner=fit). Fewer is "
                      "faster and smoother; 150 is the tested default.")
 flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=fit).")
+flags.DEFINE_float("appearance_gate", DEFAULT_GATE, "Face-mask pixels whose hue departs from the fitted face model's "
+                   "by more than this many robust standard deviations are not taken into the albedo (occluders the "
+                   "face parser does not know: microphones, coloured objects); brows, eyes and lips are exempt. "
+                   "0 = off. docs/RESULTS.md measures it.")
 flags.DEFINE_integer("batch_size", 1, "Faces reconstructed together (more uses more memory; the fit runs jointly).")
 flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj geometry: 'unposed' = fitted identity + "
                   "expression in the model frame (centred, facing +z); 'posed' = as seen in the photo (world frame, "
@@ -141,7 +146,7 @@ def main(argv):
         reconstructor = pipeline.build_reconstructor(
             FLAGS.face_model, FLAGS.checkpoint, FLAGS.prior, FLAGS.regressor_weights, FLAGS.regressor_backbone,
             FLAGS.uv_size, FLAGS.fit_steps, FLAGS.landmark_steps, FLAGS.turntable_light, refiner=refiner_mode,
-            net_fit_steps=FLAGS.net_fit_steps)
+            net_fit_steps=FLAGS.net_fit_steps, appearance_gate=FLAGS.appearance_gate)
         refiner = reconstructor.refiner.describe()
         details = [f"{refiner['steps']} fit steps"] if "steps" in refiner else []
         details += [f"network {refiner['checkpoint']}"] if "checkpoint" in refiner else []

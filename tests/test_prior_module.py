@@ -85,3 +85,29 @@ def test_batched_prior_equals_one_at_a_time(tiny_model):
         extent = np.ptp(alone["posed_vertices"].numpy()[0], axis=0).max()
         assert np.abs(batched["posed_vertices"].numpy()[index] - alone["posed_vertices"].numpy()[0]).max() < 2e-3 * extent
         assert abs(float(batched["coarse_psnr"][index]) - float(alone["coarse_psnr"][0])) < 0.05
+
+
+def test_the_appearance_gate_drops_a_coloured_bar_the_mask_let_through(setup, tiny_model):
+    prior, faces, images, out = setup
+    barred = images.copy()
+    rows = slice(50, 58)
+    barred[:, rows, :] = [0.2, 0.8, 0.2]                 # a green bar across every face, inside the given mask
+    def prior_with_gate(k):
+        return PriorModule(tiny_model, PriorConfig(image_size=128, uv_size=64, appearance_gate=k,
+                                                   photometric=PhotometricFitConfig(num_pixels=2048)),
+                           renderer=prior.renderer)
+
+    gated = prior_with_gate(3.5)
+    plain = prior_with_gate(0.0)(barred, faces["landmarks"], faces["face_mask"])
+    result = gated(barred, faces["landmarks"], faces["face_mask"])
+    bar = np.zeros(images.shape[:3], bool)
+    bar[:, rows] = True
+    from tf_facetex.prior.appearance_gate import feature_regions
+
+    protected = feature_regions(faces["landmarks"], 128, 4)    # brows, eyes, lips: left to the parser
+    inside = bar & ~protected & (plain["face_mask"].numpy()[..., 0] > 0)
+    assert inside.sum() > 100
+    assert result["face_mask"].numpy()[..., 0][inside].mean() < 0.2      # the bar is no longer face
+    assert result["visibility_uv"].numpy().sum() < plain["visibility_uv"].numpy().sum()
+    elsewhere = (~bar) & ~protected & (plain["face_mask"].numpy()[..., 0] > 0)
+    assert result["face_mask"].numpy()[..., 0][elsewhere].mean() > 0.9   # the rest of the face stays seen

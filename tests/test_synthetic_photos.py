@@ -89,3 +89,53 @@ def test_a_uv_size_mismatch_is_refused(synth_dir):
                      {"detailed_psnr_db": 1.0, "uv_seen_fraction": 1.0})
     with pytest.raises(ValueError, match="uv_size"):
         synthetic_photos.score_results([result], [face["albedo_gt_uv"]], np.ones((16, 16, 1), np.float32))
+
+
+def _aligned(transform, size=8):
+    from tf_facetex.data.align import AlignedFace
+
+    valid = np.ones((size, size), np.float32)
+    valid[:, -1] = 0.0                                   # a padded column
+    return AlignedFace(image=np.zeros((size, size, 3), np.uint8), landmarks=np.zeros((68, 2), np.float32),
+                       transform=np.asarray(transform, np.float64), inverse=np.eye(2, 3), original_shape=(size, size),
+                       valid=valid, mask=np.ones((size, size), np.float32))
+
+
+def test_the_true_mask_is_warped_into_the_detected_crop_and_stays_binary():
+    true_mask = np.zeros((8, 8), np.float32)
+    true_mask[2:5, 1:4] = 1.0
+    shifted = synthetic_photos.with_true_mask(_aligned([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]]), true_mask)  # +2 x, +1 y
+    expected = np.zeros((8, 8), np.float32)
+    expected[3:6, 3:6] = 1.0
+    np.testing.assert_array_equal(shifted.mask, expected)
+    edge = np.zeros((8, 8), np.float32)
+    edge[:, 5] = 1.0                                     # lands on the padded column
+    assert synthetic_photos.with_true_mask(_aligned([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]), edge).mask.sum() == 0.0
+
+
+def test_the_product_mask_replaces_the_true_one_within_the_valid_crop():
+    calls = []
+
+    def masker(image, landmarks):
+        calls.append(image.shape)
+        return np.full(image.shape[:2], 1.0, np.float32)
+
+    out = synthetic_photos.with_product_mask(_aligned(np.eye(2, 3)), masker)
+    assert calls == [(8, 8, 3)] and out.mask[:, :-1].min() == 1.0 and out.mask[:, -1].max() == 0.0
+
+
+def test_the_crossed_paths_are_scored_when_asked(synth_dir, monkeypatch):
+    monkeypatch.setattr(synthetic_photos, "with_true_mask", lambda face, mask: face)
+    finder = _Finder(synth_dir)
+    finder.face_masker = lambda: None
+    monkeypatch.setattr(synthetic_photos, "with_product_mask", lambda face, masker: face)
+    reconstructor = _Reconstructor(synth_dir, 3)
+    out = synthetic_photos.evaluate_from_images(synth_dir, finder, reconstructor, batch_size=3,
+                                                log=lambda *_: None, crossed=True)
+    assert out["num_reconstructed"] == {"true_landmarks": 3, "detected": 2, "true_landmarks_product_mask": 3,
+                                        "detected_true_mask": 2}
+    assert reconstructor.calls == [3, 2, 3, 2]
+    crossed = out["per_image"]["detected_true_mask"]
+    assert np.isnan(crossed["albedo_si_rmse"][1]) and np.isfinite(crossed["albedo_si_rmse"][0])
+    summary = synthetic_photos.summarise(out["per_image"])
+    assert summary["paired"]["true_landmarks_product_mask"]["albedo_si_rmse"]["count"] == 2

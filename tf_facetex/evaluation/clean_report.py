@@ -127,7 +127,9 @@ MASK_TEXT = {"true": "the generator's face mask: the occluder is masked out, as 
 
 
 # ------------------------------------------------------------------------------------------ from image files
-IMAGE_ROWS = (("true_landmarks", "true landmarks + true mask"), ("detected", "image file → product detection"))
+IMAGE_ROWS = (("true_landmarks", "true landmarks + true mask"), ("detected", "image file → product detection"),
+              ("true_landmarks_product_mask", "true landmarks + product mask"),
+              ("detected_true_mask", "detected landmarks + true mask"))
 
 
 def from_images_lines(result) -> list:
@@ -139,6 +141,8 @@ def from_images_lines(result) -> list:
     rows = []
     summaries = result.get("summary", {})
     for key, label in IMAGE_ROWS:
+        if key not in summaries:
+            continue
         summary = summaries.get(key, {})
         beats = _count_true(result.get("per_image", {}).get(key, {}).get("albedo_beats_flat", []))
         rows.append([label, found.get(key, "?"), _num(_mean(summary.get("albedo_si_rmse"))),
@@ -150,7 +154,8 @@ def from_images_lines(result) -> list:
     paired = summaries.get("paired")
     if paired:
         lines += ["", "On the faces both paths reconstructed: albedo si-RMSE " + ", ".join(
-            f"{label} {_num(_mean(paired.get(key, {}).get('albedo_si_rmse')))}" for key, label in IMAGE_ROWS) + "."]
+            f"{label} {_num(_mean(paired.get(key, {}).get('albedo_si_rmse')))}" for key, label in IMAGE_ROWS
+            if key in paired) + "."]
     return lines + [""]
 
 

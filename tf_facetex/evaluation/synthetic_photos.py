@@ -9,15 +9,23 @@ by the same `Reconstructor` (scripts/reconstruct.py's defaults):
 - **detected**: the file through the product's `FaceFinder` (detection, 68 landmarks, alignment to the 224
   template, the face masker), as `scripts/reconstruct.py` reads a photo.
 
-Both albedos are scored against the true albedo in UV (`variants.albedo_truth_metrics`: si-RMSE, the best flat
+Two crossed paths separate what the detected path loses to its landmarks from what it loses to its mask
+(``paths`` of `evaluate_from_images`):
+
+- **true landmarks, product mask**: the true crop, masked by the finder's face masker instead of the true mask;
+- **detected, true mask**: the detected crop, with the generator's face mask warped through its alignment.
+
+Every albedo is scored against the true albedo in UV (`variants.albedo_truth_metrics`: si-RMSE, the best flat
 colour and whether the albedo beats it, completion). A file without a detection counts as not reconstructed; the
 detected landmarks' error (mean pixel distance to the truth in the file's pixels) says how well it was found.
 The finder and reconstructor are passed in (the product's objects; this layer cannot import the pipeline).
 """
 import collections
+import dataclasses
 import pathlib
 import time
 
+import cv2
 import numpy as np
 
 from tf_facetex.data.images import load_image
@@ -26,6 +34,7 @@ from tf_facetex.errors import NoFaceError
 from tf_facetex.evaluation.variants import albedo_truth_metrics
 
 PATHS = ("true_landmarks", "detected")
+CROSSED_PATHS = ("true_landmarks_product_mask", "detected_true_mask")
 SUMMARY_KEYS = ("albedo_si_rmse", "albedo_flat_rmse", "albedo_beats_flat", "albedo_seen_si_rmse",
                 "albedo_unseen_rmse", "albedo_ssim", "detailed_psnr_db", "uv_seen_fraction", "landmark_error_px")
 
@@ -36,6 +45,21 @@ def landmark_error(face, true_landmarks) -> float:
     crop = np.asarray(face.landmarks, np.float64)
     back = crop @ np.asarray(face.inverse, np.float64)[:, :2].T + np.asarray(face.inverse, np.float64)[:, 2]
     return float(np.linalg.norm(back - np.asarray(true_landmarks, np.float64), axis=-1).mean())
+
+
+def with_product_mask(aligned, masker):
+    """The `AlignedFace` with its mask replaced by the masker's (``masker(image, landmarks) -> [S, S]``)."""
+    return dataclasses.replace(aligned, mask=np.asarray(masker(aligned.image, aligned.landmarks), np.float32)
+                               * aligned.valid)
+
+
+def with_true_mask(aligned, true_mask):
+    """The detected `AlignedFace` with the generator's face mask [H, W] of the file warped into its crop
+    (nearest neighbour, so that it stays binary)."""
+    size = aligned.image.shape[0]
+    warped = cv2.warpAffine(np.asarray(true_mask, np.float32), np.asarray(aligned.transform, np.float64),
+                            (size, size), flags=cv2.INTER_NEAREST, borderValue=0.0)
+    return dataclasses.replace(aligned, mask=warped.astype(np.float32) * aligned.valid)
 
 
 def score_results(results, truths, uv_mask) -> dict:
@@ -54,7 +78,8 @@ def score_results(results, truths, uv_mask) -> dict:
     return values
 
 
-def evaluate_from_images(data_dir, finder, reconstructor, count=None, batch_size=4, log=print) -> dict:
+def evaluate_from_images(data_dir, finder, reconstructor, count=None, batch_size=4, log=print,
+                         crossed=False) -> dict:
     """Both paths over the faces of a make_synthetic folder.
 
     Args:
@@ -62,6 +87,8 @@ def evaluate_from_images(data_dir, finder, reconstructor, count=None, batch_size
       finder: a `pipeline.FaceFinder` (``from_image(image, name) -> [AlignedFace]``, NoFaceError).
       reconstructor: a `pipeline.Reconstructor` at the set's UV size.
       count: the first N faces (None = all).
+      crossed: also the two ``CROSSED_PATHS`` (true landmarks with the product's mask, detected landmarks with
+        the true mask): twice the time.
     Returns:
       dict: 'per_image' {path: {metric: [N] list, NaN where the path has no face}}, 'found' [N] bool, 'detector'
       [N] (which stage found the face, or None), 'no_face' (stems), 'num_files', 'num_reconstructed' {path: n}.
@@ -70,7 +97,8 @@ def evaluate_from_images(data_dir, finder, reconstructor, count=None, batch_size
     manifest = load_manifest(data_dir)
     total = manifest["count"] if count is None else min(int(count), manifest["count"])
     uv_mask = reconstructor.uv_mask
-    per_image = {path: collections.defaultdict(list) for path in PATHS}
+    paths = PATHS + (CROSSED_PATHS if crossed else ())
+    per_image = {path: collections.defaultdict(list) for path in paths}
     found, detectors, no_face = [], [], []
     for first in range(0, total, batch_size):
         indices = range(first, min(total, first + batch_size))
@@ -98,10 +126,25 @@ def evaluate_from_images(data_dir, finder, reconstructor, count=None, batch_size
         if hits:
             det_scores["landmark_error_px"] = np.asarray(errors)
         _extend(per_image["detected"], det_scores, [d is not None for d in detected])
+        if crossed:
+            masker = finder.face_masker()
+            cross = score_results(reconstructor.reconstruct(
+                [with_product_mask(true_aligned_face(f), masker) for f in faces]), truths, uv_mask)
+            cross["landmark_error_px"] = np.zeros(len(faces))
+            _extend(per_image["true_landmarks_product_mask"], cross, [True] * len(faces))
+            if hits:
+                cross = score_results(reconstructor.reconstruct(
+                    [with_true_mask(d, f["face_mask"][..., 0]) for d, f in zip(detected, faces) if d is not None]),
+                    [t for t, d in zip(truths, detected) if d], uv_mask)
+                cross["landmark_error_px"] = np.asarray(errors)
+            else:
+                cross = {}
+            _extend(per_image["detected_true_mask"], cross, [d is not None for d in detected])
         log(f"  {first + len(faces)}/{total} files, {sum(found)} faces found")
     return {"per_image": {path: dict(values) for path, values in per_image.items()}, "found": found,
             "detector": detectors, "no_face": no_face, "num_files": total,
-            "num_reconstructed": {"true_landmarks": total, "detected": int(sum(found))}}
+            "num_reconstructed": {path: (int(sum(found)) if path.startswith("detected") else total)
+                                  for path in paths}}
 
 
 def _extend(lists, scores, present):
@@ -127,18 +170,18 @@ def summarise(per_image) -> dict:
     if both.any():
         out["paired"] = {path: {key: stats(np.asarray(per_image[path][key])[both])
                                 for key in ("albedo_si_rmse", "albedo_beats_flat") if key in per_image[path]}
-                         for path in PATHS}
+                         for path in per_image}
     return out
 
 
-def run_protocol(data_dir, finder, reconstructor, count=None, batch_size=4, log=print) -> dict:
+def run_protocol(data_dir, finder, reconstructor, count=None, batch_size=4, log=print, crossed=False) -> dict:
     """`evaluate_from_images` with its summary and the set's recipe, as the JSON of scripts/evaluate.py
     --protocol=images."""
     from tf_facetex.data.parsing_net import describe_masker
 
     manifest = load_manifest(data_dir)
     start = time.time()
-    out = evaluate_from_images(data_dir, finder, reconstructor, count, batch_size, log)
+    out = evaluate_from_images(data_dir, finder, reconstructor, count, batch_size, log, crossed=crossed)
     out.update(summary=summarise(out["per_image"]), data=str(data_dir), synthetic_config=manifest["config"],
                seed=manifest["seed"], reconstructor=reconstructor.describe(),
                masker=describe_masker(finder.face_masker()) if any(out["found"]) else str(finder.masker_spec),

@@ -14,6 +14,7 @@ from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.lighting_presets import preset
 from tf_facetex.pipeline.result import TURNTABLE_LIGHT, TURNTABLE_YAWS, FaceResult, GroupResult
+from tf_facetex.prior.appearance_gate import DEFAULT_GATE
 from tf_facetex.prior.landmark_fit import LandmarkFitConfig
 from tf_facetex.prior.module import PriorConfig, PriorModule
 from tf_facetex.refinement.base import Refiner
@@ -33,6 +34,7 @@ class ReconstructionConfig:
     image_size: int = CROP_SIZE
     mask_unwrap: bool = True            # unwrap only texels inside the face mask (no hair / occluders)
     unwrap_mask_threshold: float = 0.97  # ... whose every bilinear tap reaches this mask value (`PriorConfig`)
+    appearance_gate: float = DEFAULT_GATE  # hue outliers against the coarse render are not seen (`PriorConfig`)
     turntable_light: str = TURNTABLE_LIGHT
     turntable_yaws: tuple = TURNTABLE_YAWS
 
@@ -101,7 +103,8 @@ class Reconstructor:
         prior_config = PriorConfig(mode=config.prior, image_size=config.image_size, uv_size=config.uv_size,
                                    landmark=LandmarkFitConfig(steps=config.landmark_steps),
                                    mask_unwrap=config.mask_unwrap,
-                                   unwrap_mask_threshold=config.unwrap_mask_threshold)
+                                   unwrap_mask_threshold=config.unwrap_mask_threshold,
+                                   appearance_gate=config.appearance_gate)
         try:
             self.prior = PriorModule(model, prior_config, regressor=regressor, renderer=self.renderer)
         except ValueError as err:

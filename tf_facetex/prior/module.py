@@ -18,6 +18,7 @@ from tf_facetex import camera, metrics
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.data import tfrecords
 from tf_facetex.face_model.decoder import CoefficientLayout, FaceDecoder
+from tf_facetex.prior.appearance_gate import DEFAULT_GATE, appearance_keep
 from tf_facetex.prior.landmark_fit import LandmarkFitConfig, LandmarkFitter, group_index
 from tf_facetex.prior.photometric_fit import PhotometricFitConfig, PhotometricFitter
 from tf_facetex.prior.samples import encode_sample
@@ -40,6 +41,10 @@ class PriorConfig:
     # target: 0.9 -> 1.05%, 0.97 -> 0.49%, 0.985 -> 0.30% of seen texels, keeping 93% / 89% of 0.9's seen texels
     # (a skin-colour gate on top measured no better at equal coverage; docs/results/clean_albedo.notes.md).
     unwrap_mask_threshold: float = 0.97
+    # The appearance gate (`prior.appearance_gate`): mask pixels whose hue departs from the coarse render by more
+    # than this many robust standard deviations (brows, eyes, lips exempt) are not taken as seen; catches occluders
+    # the parser does not know. 0 = off.
+    appearance_gate: float = DEFAULT_GATE
 
 
 class PriorModule:
@@ -149,13 +154,21 @@ class PriorModule:
         albedo = decoded["albedo"] * tone[:, None, :]
         prior_albedo_uv = self.renderer.rasterize_to_uv(albedo) * self.uv_mask
         proj_mask = self.renderer.projection_mask(raster)
+        coarse, _ = self.renderer.render(prior_albedo_uv, parts["gamma"], raster, normals_uv)
+        if landmarks is None:   # the model's landmarks, projected: identity chips, the gate's protected features
+            landmarks = camera.project(tf.gather(posed, self.model.landmark_indices, axis=1),
+                                       self.config.image_size)[0]
+        if masks is not None and self.config.appearance_gate > 0:
+            masks = tf.convert_to_tensor(masks, tf.float32)
+            keep = appearance_keep(images.numpy(), coarse.numpy(), (proj_mask * tf.cast(masks > 0.5, tf.float32))
+                                   .numpy()[..., 0], np.asarray(landmarks), self.config.appearance_gate)
+            masks = masks * keep[..., None]
         face_mask = self.face_mask(masks, raster)
         unwrapped = self.renderer.unwrap(images, posed, raster)
         visibility = unwrapped.visibility
         if self.config.mask_unwrap and masks is not None:
             seen = uv_lib.min_bilinear_taps(tf.cast(masks, tf.float32)[..., 0], unwrapped.pixels)[..., None]
             visibility = visibility * tf.cast(seen >= self.config.unwrap_mask_threshold, tf.float32)
-        coarse, _ = self.renderer.render(prior_albedo_uv, parts["gamma"], raster, normals_uv)
         out = {
             "image": images, "face_mask": face_mask, "proj_mask": proj_mask,
             "pixel_uv": self.renderer.texel_coords(raster),
@@ -166,11 +179,7 @@ class PriorModule:
                                                                         face_mask),
             "posed_vertices": posed,
         }
-        if landmarks is not None:
-            out["landmarks"] = tf.convert_to_tensor(landmarks, tf.float32)
-        else:  # the model's landmarks, projected: what the identity chips are aligned with
-            out["landmarks"] = camera.project(tf.gather(posed, self.model.landmark_indices, axis=1),
-                                              self.config.image_size)[0]
+        out["landmarks"] = tf.convert_to_tensor(landmarks, tf.float32)
         out.update({k: tf.constant(v) for k, v in diagnostics.items()})
         return out
 
