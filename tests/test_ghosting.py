@@ -203,3 +203,10 @@ def test_protocol_names_are_checked_before_anything_runs():
                                 (["fit"], ["maybe"], "mask modes")):
         with pytest.raises(ValueError, match=match):
             ghosting.check_protocol_names(names, masks)
+
+
+def test_network_variants_refuse_data_of_another_uv_size():
+    from tf_facetex.evaluation import variants
+
+    with pytest.raises(ValueError, match="works at 128"):        # the shipped network is UV 128
+        variants.symmetry_variant("net+fit", np.ones((64, 64, 1), np.float32), None)

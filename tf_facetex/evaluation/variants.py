@@ -23,6 +23,8 @@ Metrics per variant (means over images):
   (``albedo_unseen_rmse``), and the relighting error: the recovered albedo rendered under new lights against the
   true albedo under the same lights (image space, face mask).
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -99,6 +101,19 @@ def parse_symmetry_variant(name):
             "symmetry_unseen_mirror_weight": unseen}
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_network(uv_size):
+    """The shipped refinement network (or $TF_FACETEX_REFINEMENT_NET's), loaded once for 'net' and 'net+fit';
+    ValueError when it works at another UV size than the data."""
+    from tf_facetex import paths
+    from tf_facetex.refinement.checkpoint import load_refinement_net
+
+    net, info = load_refinement_net(paths.refinement_net_dir(), log=lambda *_: None)
+    if info["uv_size"] != uv_size:
+        raise ValueError(f"the data has UV {uv_size}; the refinement network works at {info['uv_size']}")
+    return net
+
+
 def symmetry_variant(name, uv_mask, symmetry_index, steps=150):
     """A variant by name for the symmetry comparisons (``SYMMETRY_VARIANT_HELP``); ValueError on a bad name."""
     parsed = parse_symmetry_variant(name)
@@ -107,10 +122,7 @@ def symmetry_variant(name, uv_mask, symmetry_index, steps=150):
     if parsed == "fit":
         return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps))
     if parsed in ("net", "net+fit"):
-        from tf_facetex import paths
-        from tf_facetex.refinement.checkpoint import load_refinement_net
-
-        net, _ = load_refinement_net(paths.refinement_net_dir(), log=lambda *_: None)    # the shipped network
+        net = _shipped_network(int(uv_mask.shape[0]))
         return (network_variant(net, uv_mask) if parsed == "net" else
                 net_fit_variant(net, uv_mask, symmetry_index, NET_FIT_STEPS))
     return fit_variant(uv_mask, symmetry_index, UVFitConfig(steps=steps, **parsed))

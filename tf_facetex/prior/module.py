@@ -160,8 +160,8 @@ class PriorModule:
                                        self.config.image_size)[0]
         if masks is not None and self.config.appearance_gate > 0:
             masks = tf.convert_to_tensor(masks, tf.float32)
-            keep = appearance_keep(images.numpy(), coarse.numpy(), (proj_mask * tf.cast(masks > 0.5, tf.float32))
-                                   .numpy()[..., 0], np.asarray(landmarks), self.config.appearance_gate)
+            keep = appearance_keep(images.numpy(), coarse.numpy(), self.face_mask(masks, raster).numpy()[..., 0],
+                                   np.asarray(landmarks), self.config.appearance_gate)
             masks = masks * keep[..., None]
         face_mask = self.face_mask(masks, raster)
         unwrapped = self.renderer.unwrap(images, posed, raster)
