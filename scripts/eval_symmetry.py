@@ -26,7 +26,8 @@ flags.DEFINE_integer("num", 0, "Use the first N faces (0 = all).")
 flags.DEFINE_list("variants", ["prior", "uniform", "fit"], "Variants: prior, fit, uniform, or a symmetry weighting "
                   "(uniform, visibility, confidence) with optional @seen_weight[/seen_scale[/unseen_mirror_weight]].")
 flags.DEFINE_list("mask", ["true", "none"], "Face masks given to the prior, each a run: 'true' (the generator's, "
-                  "occluder masked out) and/or 'none' (the occluder counts as seen, as a masker that misses it).")
+                  "occluder masked out), 'none' (the occluder counts as seen, as a masker that misses it) and/or 'leak' (the "
+                  "projected face as the mask, the appearance gate running as on real photos).")
 flags.DEFINE_integer("fit_steps", 150, "UV-fit steps (the shipped default).")
 flags.DEFINE_integer("batch_size", 8, "Faces per batch.")
 flags.DEFINE_string("face_model", None, "Face model (default: as scripts/reconstruct.py).")

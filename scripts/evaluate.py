@@ -56,7 +56,8 @@ flags.DEFINE_list("ghost_variants", ["prior", "uniform", "fit"], "ghosting: vari
                   "symmetry_variant: prior, fit = the shipped fit, uniform = the paper's symmetry term, weight 5 over "
                   "the whole chart, or weighting@seen/scale/unseen).")
 flags.DEFINE_list("ghost_masks", ["true", "none"], "ghosting: face masks given to the prior, one run each: 'true' "
-                  "(occluder masked out) and/or 'none' (the occluder counts as seen).")
+                  "(occluder masked out), 'none' (the occluder counts as seen) and/or 'leak' (the projected face as the mask: the "
+                  "occluder counts as seen unless the appearance gate removes it).")
 flags.DEFINE_enum("masker", "parsing", ["parsing", "skin", "hull"], "images / celebamask: the face masker "
                   "(scripts/reconstruct.py's default: parsing).")
 flags.DEFINE_bool("crossed", False, "images: also true landmarks with the product's mask and detected landmarks "

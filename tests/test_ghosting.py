@@ -147,6 +147,24 @@ def test_evaluate_ghosting_tells_a_ghosting_method_from_a_clean_one():
         assert photo["ghost_texels"] == [35.0, 35.0]
 
 
+def test_mask_modes_give_the_prior_the_mask_a_masker_would():
+    # 'true': the occluder masked out; 'leak': the projected face as the mask (the product's gate then runs on it,
+    # as on a real photo whose parser missed the occluder); 'none': no mask at all.
+    given = []
+
+    def recording_prior(images, landmarks, masks):
+        given.append(None if masks is None else np.asarray(masks))
+        return _fake_prior(images, landmarks, masks)
+
+    faces = _fake_faces()
+    for mode in ("true", "leak", "none"):
+        ghosting.prior_samples(recording_prior, faces, mode)
+    true, leak, none = given
+    np.testing.assert_array_equal(true, np.stack([f["face_mask"] for f in faces]))
+    np.testing.assert_array_equal(leak, np.stack([f["proj_mask"] for f in faces]))
+    assert none is None and float(leak.sum()) > float(true.sum())
+
+
 def test_prior_samples_refuses_faces_without_a_clean_render():
     faces = _fake_faces()
     del faces[0]["image_clean"]

@@ -416,14 +416,21 @@ def test_untrained_unwrapped_residual_generator_starts_at_the_fits_starting_poin
     shading where seen, the prior elsewhere) and L' the coarse gamma, in training and evaluation mode."""
     from tf_facetex.refinement.uv_solver import initial_albedo
 
+    from tf_facetex.refinement.level import anchor_to_coarse_light
+
     trainer = tiny_trainer(outputs="residual", albedo_base="unwrapped")
     expected = (initial_albedo(batch) * trainer.uv_mask).numpy()
     assert np.abs(expected - (batch["prior_albedo_uv"] * trainer.uv_mask).numpy()).max() > 0.05
-    for training in (False, True):
-        out = trainer.forward(batch, training=training)
-        np.testing.assert_allclose(out["albedo"].numpy(), expected, atol=1e-6)
-        np.testing.assert_allclose(out["light"].numpy(), np.broadcast_to(
-            batch["gamma"].numpy()[:, None, None, :], out["light"].shape), atol=1e-6)
+    gamma_map = np.broadcast_to(batch["gamma"].numpy()[:, None, None, :], expected.shape[:3] + (27,))
+    out = trainer.forward(batch, training=True)
+    np.testing.assert_allclose(out["albedo"].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(out["light"].numpy(), gamma_map, atol=1e-6)
+    # Evaluation mode is inference's: the same start, its level anchored to the coarse light (`refinement.level`).
+    albedo, light = anchor_to_coarse_light(expected, gamma_map * trainer.uv_mask, batch["texture_uv"],
+                                           batch["visibility_uv"], batch["normals_uv"], batch["gamma"], trainer.uv_mask)
+    out = trainer.forward(batch, training=False)
+    np.testing.assert_allclose(out["albedo"].numpy(), albedo.numpy(), atol=1e-6)
+    np.testing.assert_allclose(out["light"].numpy(), light.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("outputs, albedo_base", [("absolute", "prior"), ("residual", "prior"),

@@ -140,7 +140,7 @@ def summarise(values, min_texels=20):
 
 
 # ------------------------------------------------------------------------------------------ the protocol
-MASK_MODES = ("true", "none")
+MASK_MODES = ("true", "none", "leak")
 
 
 def prior_samples(prior, faces, mask_mode="true", clean=False):
@@ -150,7 +150,9 @@ def prior_samples(prior, faces, mask_mode="true", clean=False):
       prior: `prior.PriorModule` at the faces' UV size.
       faces: list of `data.synthetic.load_synthetic_face` dicts.
       mask_mode: 'true' (the generator's face mask: the occluder is masked out, as a perfect parser would) or
-        'none' (the projected face: the occluder is taken as seen, as a masker that misses it).
+        'none' (no mask: the occluder is taken as seen, and the prior's appearance gate, which refines a mask,
+        does not run) or 'leak' (the projected face given as the mask: a masker that misses the occluder, as
+        the product meets it on real photos; the appearance gate then runs as it does there).
       clean: the unoccluded render of the same faces (``image_clean``; its true mask is the projected face).
     Returns:
       (dict of [B, ...] tensors: the prior outputs + albedo_gt_uv, occluded_uv [B, S, S, 1] numpy).
@@ -163,7 +165,12 @@ def prior_samples(prior, faces, mask_mode="true", clean=False):
     images = np.stack([face["image_clean" if clean else "image"] for face in faces]).astype(np.float32) / 255.0
     landmarks = np.stack([face["landmarks"] for face in faces]).astype(np.float32)
     mask_key = "proj_mask" if clean else "face_mask"
-    masks = np.stack([face[mask_key] for face in faces]).astype(np.float32) if mask_mode == "true" else None
+    if mask_mode == "true":
+        masks = np.stack([face[mask_key] for face in faces]).astype(np.float32)
+    elif mask_mode == "leak":
+        masks = np.stack([face["proj_mask"] for face in faces]).astype(np.float32)
+    else:
+        masks = None
     out = prior(tf.constant(images), tf.constant(landmarks), None if masks is None else tf.constant(masks))
     out["albedo_gt_uv"] = tf.constant(np.stack([face["albedo_gt_uv"] for face in faces]), tf.float32)
     occluder = np.stack([face["occluder_mask"] for face in faces])

@@ -5,6 +5,7 @@
 - `base.Refiner`: the interface (a prior output batch -> A', L');
 - `fit`: the per-image fit (`UVFitRefiner`, the raw optimisation; `FitRefiner`, what the product ships);
 - `network`: a trained `RefinementNet` at inference (`NetworkRefiner`, the fixed unseen-texel noise);
+- `level`: the albedo's per-channel level anchored to the coarse light after the network (`anchor_to_coarse_light`);
 - `checkpoint`: loading the network from a `scripts/train.py` run folder;
 - `trainer` / `train` / `toy_data`: training the network (`FaceTexTrainer`, the loop of scripts/train.py, a toy
   world of samples for tests).

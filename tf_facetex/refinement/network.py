@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tf_facetex.refinement.base import Refiner
 from tf_facetex.refinement.checkpoint import load_refinement_net
+from tf_facetex.refinement.level import anchor_to_coarse_light
 from tf_facetex.refinement.uv_solver import initial_albedo
 
 UNSEEN_NOISE_SEED = (20240, 7)        # the fixed noise that fills unseen texels at inference (see `unseen_noise`)
@@ -66,7 +67,9 @@ def network_inputs(net, sample, filled_texture_uv, uv_mask):
 
 
 def refine_with_network(net, texture_uv, visibility_uv, prior_albedo_uv, gamma, normals_uv, uv_mask, noise):
-    """The refinement network at inference: fill unseen texels with ``noise``, run, mask to the UV chart.
+    """The refinement network at inference: fill unseen texels with ``noise``, run, anchor the albedo's level to
+    the coarse light (`level.anchor_to_coarse_light`: the same R(A', L'), A' under L explains the photo), mask
+    to the UV chart.
 
     Args:
       net: a `RefinementNet`; texture_uv [B, S, S, 3] (unseen texels any value); visibility_uv [B, S, S, 1];
@@ -81,7 +84,8 @@ def refine_with_network(net, texture_uv, visibility_uv, prior_albedo_uv, gamma, 
     sample = {"texture_uv": texture_uv, "visibility_uv": visibility_uv, "prior_albedo_uv": prior_albedo_uv,
               "gamma": gamma, "normals_uv": normals_uv}
     out = net(network_inputs(net, sample, texture, uv_mask), training=False)
-    return out["albedo"] * uv_mask, out["light"] * uv_mask
+    return anchor_to_coarse_light(out["albedo"] * uv_mask, out["light"] * uv_mask, texture_uv, visibility_uv,
+                                  normals_uv, gamma, uv_mask)
 
 
 class NetworkRefiner(Refiner):

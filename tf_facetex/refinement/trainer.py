@@ -38,6 +38,7 @@ from tf_facetex.errors import TrainingError
 from tf_facetex.losses import (LossOptions, LossWeights, cross_perceptual_loss, gan_discriminator_loss,
                                gan_generator_loss, roll_batch, weighted_total)
 from tf_facetex.networks import fill_unseen_with_noise
+from tf_facetex.refinement.level import anchor_to_coarse_light
 from tf_facetex.refinement.network import network_inputs, unseen_noise
 from tf_facetex.refinement.objective import UV_TERM_NAMES, render_from_lookup, uv_terms
 from tf_facetex.training.distribute import num_replicas_in_context
@@ -164,8 +165,15 @@ class FaceTexTrainer(keras.Model):
         return network_inputs(self.generator, batch, texture, self.uv_mask)
 
     def forward(self, batch, training=True):
-        """batch -> {'albedo' [B, S, S, 3] in [0, 1], 'light' [B, S, S, 27]}."""
-        return self.generator(self.generator_inputs(batch, training), training=training)
+        """batch -> {'albedo' [B, S, S, 3] in [0, 1], 'light' [B, S, S, 27]}; not training, the level anchored to
+        the coarse light and masked to the chart as inference does it (`refine_with_network`)."""
+        outputs = self.generator(self.generator_inputs(batch, training), training=training)
+        if training:
+            return outputs
+        albedo, light = anchor_to_coarse_light(outputs["albedo"] * self.uv_mask, outputs["light"] * self.uv_mask,
+                                               batch["texture_uv"], batch["visibility_uv"], batch["normals_uv"],
+                                               batch["gamma"], self.uv_mask)
+        return {**outputs, "albedo": albedo, "light": light}
 
     def render(self, batch, outputs, cross=None):
         """Renders by lookup.
