@@ -32,7 +32,7 @@ def test_the_bar_is_dropped_the_shadow_kept_and_k_zero_keeps_all():
     np.testing.assert_array_equal(gate.appearance_keep(image, coarse, region, None, k=0.0), 1.0)
 
 
-def _lips_over_the_bar(size=64):
+def _lips_over_the_bar():
     landmarks = np.full((1, 68, 2), 2.0, np.float32)
     landmarks[0, 48:60] = [[x, y] for x, y in zip(np.linspace(10, 50, 12), np.tile([21, 25], 6))]  # the lips
     return landmarks

@@ -414,9 +414,8 @@ def test_white_prior_ablation_ignores_the_prior_input(batch):
 def test_untrained_unwrapped_residual_generator_starts_at_the_fits_starting_point(batch):
     """albedo_base='unwrapped': before training, A' is the per-image fit's starting albedo (the photo over the coarse
     shading where seen, the prior elsewhere) and L' the coarse gamma, in training and evaluation mode."""
-    from tf_facetex.refinement.uv_solver import initial_albedo
-
     from tf_facetex.refinement.level import anchor_to_coarse_light
+    from tf_facetex.refinement.uv_solver import initial_albedo
 
     trainer = tiny_trainer(outputs="residual", albedo_base="unwrapped")
     expected = (initial_albedo(batch) * trainer.uv_mask).numpy()
