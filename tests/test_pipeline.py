@@ -71,6 +71,29 @@ def tiny_model_file(tmp_path_factory, tiny_model):
 
 
 # ------------------------------------------------------------------------------------------------ reconstruction
+def test_turntable_is_the_face_rendered_at_each_yaw(reconstructor, results):
+    # The turntable decodes the face once and poses it per view; it must equal rendering the face's coefficients
+    # at each yaw (`Reconstructor.render`, which decodes per view).
+    import tensorflow as tf
+
+    from tf_facetex.lighting_presets import preset
+    from tf_facetex.pipeline.reconstructor import turntable_poses
+
+    result = results[0]
+    angles, translation = turntable_poses(reconstructor.config.turntable_yaws)
+    views = angles.shape[0]
+    coeffs = tf.constant(np.repeat(result.coeffs[None], views, axis=0), tf.float32)
+    albedo = tf.constant(np.repeat(result.albedo_uv[None], views, axis=0), tf.float32)
+    gamma = np.tile(preset(reconstructor.config.turntable_light)[None], [views, 1])
+    part_albedo = getattr(result, "part_albedo", None)
+    images, _ = reconstructor.render(coeffs, albedo, gamma, angles, translation,
+                                     part_albedo=None if part_albedo is None else np.repeat(part_albedo[None],
+                                                                                            views, axis=0))
+    expected = np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1)
+    np.testing.assert_allclose(result.turntable, expected, atol=1e-5)
+    assert float(np.abs(expected[:, :224] - expected[:, 224:]).max()) > 0.05     # the views differ
+
+
 def test_reconstruction_explains_the_photo_better_than_the_prior(results):
     for result in results:
         assert result.albedo_uv.shape == (UV, UV, 3) and result.light_uv.shape == (UV, UV, 27)

@@ -9,7 +9,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tf_facetex import metrics
+from tf_facetex import camera, metrics
 from tf_facetex.conventions import CROP_SIZE
 from tf_facetex.errors import FaceTexError
 from tf_facetex.lighting_presets import preset
@@ -44,7 +44,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
-                 background=0.0, with_parts=None):
+                 background=0.0, with_parts=None, posed=None):
     """Renders faces with given coefficients under any light and pose (relighting, turntables).
 
     Args:
@@ -54,13 +54,17 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
       angles: [B, 3] (pitch, yaw, roll) radians, or None = the coefficients'; translation: [B, 3] or None.
       with_parts: (model, part_albedo [B, P, 3]) to render the model's eyes, teeth and sockets too (shaded by the
         global light; a per-texel light map lights them by its chart mean), or None.
+      posed: [B, N, 3] the posed vertices when the caller has them (then coeffs, angles and translation are not
+        used): a turntable decodes its one face once, not once per view.
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
     del layout  # the decoder's own layout splits the coefficients
-    posed = decoder.pose(coeffs, angles, translation)["posed"]
+    if posed is None:
+        posed = decoder.pose(coeffs, angles, translation)["posed"]
     raster = renderer.rasterize(posed)
-    normals_uv = renderer.normals_uv(posed_vertices=posed)
+    vertex_normals = renderer.vertex_normals(posed)       # once, for the skin's normal map and the parts
+    normals_uv = renderer.normals_uv(vertex_normals=vertex_normals)
     image, mask = renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
                                   background=background)
     if with_parts is not None and with_parts[0].has_parts:
@@ -69,7 +73,7 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
         gamma = light if light.shape.rank == 2 else (tf.reduce_sum(light * renderer.uv_mask, axis=[1, 2])
                                                      / tf.reduce_sum(renderer.uv_mask))
         part_image, part_mask = parts_lib.render_parts(model.triangles, model.triangle_parts, raster, part_albedo,
-                                                       gamma, renderer.vertex_normals(posed))
+                                                       gamma, vertex_normals)
         image = image * (1.0 - part_mask) + part_image * part_mask
         mask = tf.minimum(mask + part_mask, 1.0)
     return image, mask
@@ -280,9 +284,12 @@ class Reconstructor:
         gamma = np.tile(preset(self.config.turntable_light)[None], [views, 1])
         strips = []
         for b in range(int(coeffs.shape[0])):
-            images, _ = self.render(tf.repeat(coeffs[b:b + 1], views, axis=0),
-                                    tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, angles, translation,
-                                    part_albedo=None if part_albedo is None else np.repeat(part_albedo[b:b + 1],
-                                                                                           views, axis=0))
+            shape = self.decoder.pose(coeffs[b:b + 1])["vertices"]          # decoded once, then posed per view
+            posed = camera.rigid_transform(tf.repeat(shape, views, axis=0), tf.constant(angles, tf.float32),
+                                           tf.constant(translation, tf.float32))
+            with_parts = None if part_albedo is None else (self.model, np.repeat(part_albedo[b:b + 1], views, axis=0))
+            images, _ = render_posed(self.renderer, self.decoder, self.layout, None,
+                                     tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, with_parts=with_parts,
+                                     posed=posed)
             strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
         return strips

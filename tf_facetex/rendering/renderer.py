@@ -159,6 +159,7 @@ class FaceRenderer(tf.Module):
         self.uv_symmetry_index = tf.constant(raster.symmetry_index)                    # [S * S]
         jit = self.jit_stages
         self._barycentrics = _maybe_jit(self._barycentrics_impl, jit)
+        self._vertex_normals = _maybe_jit(self._vertex_normals_impl, jit)
         self._normals_uv = _maybe_jit(self._normals_uv_impl, jit)
         self._shading_uv = _maybe_jit(self._shading_uv_impl, jit)
         self._render_uv_maps = _maybe_jit(self._render_uv_maps_impl, jit)
@@ -175,6 +176,9 @@ class FaceRenderer(tf.Module):
 
         Equal to the model-frame normals rotated by the pose (Deng's ``n R^T``), the default SH frame.
         """
+        return self._vertex_normals(tf.convert_to_tensor(posed_vertices, tf.float32))
+
+    def _vertex_normals_impl(self, posed_vertices):
         return geometry.vertex_normals(posed_vertices, self.triangles, self.vertex_triangles)
 
     def front_facing(self, pixels):
