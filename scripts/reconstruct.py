@@ -56,7 +56,7 @@ flags.DEFINE_integer("fit_steps", 150, "Adam steps of the UV-space detail fit (-
 flags.DEFINE_integer("landmark_steps", 300, "Steps of the landmark fit (--prior=fit).")
 flags.DEFINE_float("appearance_gate", DEFAULT_GATE, "Face-mask pixels whose hue departs from the fitted face model's "
                    "by more than this many robust standard deviations are not taken into the albedo (occluders the "
-                   "face parser does not know: microphones, coloured objects); brows, eyes and lips are exempt. "
+                   "face parser does not know: microphones, coloured objects); eyes and lips are exempt, brows get a looser bound. "
                    "0 = off. docs/RESULTS.md measures it.")
 flags.DEFINE_integer("batch_size", 1, "Faces reconstructed together (more uses more memory; the fit runs jointly).")
 flags.DEFINE_enum("mesh_pose", "unposed", ["unposed", "posed"], "mesh.obj geometry: 'unposed' = fitted identity + "

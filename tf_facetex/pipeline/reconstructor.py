@@ -282,10 +282,10 @@ class Reconstructor:
         angles, translation = turntable_poses(self.config.turntable_yaws)
         views = angles.shape[0]
         gamma = np.tile(preset(self.config.turntable_light)[None], [views, 1])
+        shapes = self.decoder.pose(coeffs)["vertices"]          # each face decoded once, then posed per view
         strips = []
         for b in range(int(coeffs.shape[0])):
-            shape = self.decoder.pose(coeffs[b:b + 1])["vertices"]          # decoded once, then posed per view
-            posed = camera.rigid_transform(tf.repeat(shape, views, axis=0), tf.constant(angles, tf.float32),
+            posed = camera.rigid_transform(tf.repeat(shapes[b:b + 1], views, axis=0), tf.constant(angles, tf.float32),
                                            tf.constant(translation, tf.float32))
             with_parts = None if part_albedo is None else (self.model, np.repeat(part_albedo[b:b + 1], views, axis=0))
             images, _ = render_posed(self.renderer, self.decoder, self.layout, None,

@@ -42,8 +42,8 @@ class PriorConfig:
     # (a skin-colour gate on top measured no better at equal coverage; docs/results/clean_albedo.notes.md).
     unwrap_mask_threshold: float = 0.97
     # The appearance gate (`prior.appearance_gate`): mask pixels whose hue departs from the coarse render by more
-    # than this many robust standard deviations (brows, eyes, lips exempt) are not taken as seen; catches occluders
-    # the parser does not know. 0 = off.
+    # than this many robust standard deviations (eyes and lips exempt, brows at `FEATURE_GATE`) are not taken as
+    # seen; catches occluders the parser does not know. 0 = off.
     appearance_gate: float = DEFAULT_GATE
 
 
