@@ -44,7 +44,8 @@ flags.DEFINE_integer("limit", 0, "Evaluate at most this many images (0 = all; ce
 flags.DEFINE_integer("batch_size", 8, "Images per batch.")
 flags.DEFINE_integer("fit_steps", 150, "Steps of the fit variant.")
 flags.DEFINE_list("fit_overrides", [], "The 'fit_alt' variant: the shipped fit with these UVFitConfig fields "
-                  "changed, name=value (e.g. shading_fraction=0.25), for a paired comparison (--paired=fit_alt:fit).")
+                  "changed, name=value (e.g. shading_fraction=0.25), for a paired comparison (--paired=fit_alt:fit); "
+                  "celebamask: the fit of the whole run.")
 flags.DEFINE_integer("net_fit_steps", 0, "> 0: each --checkpoints network also as '<name>+fit', the product's "
                      "net+fit (this many fit steps from the network's output).")
 flags.DEFINE_list("paired", [], "method:baseline pairs of variant names, e.g. 'fit:fit_adam,net:prior': per "
@@ -191,8 +192,17 @@ def _celebamask():
     reconstructor = setup.build_reconstructor(None if FLAGS.face_model == "default" else FLAGS.face_model,
                                               fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
                                               turntable_yaws=())
+    if FLAGS.fit_overrides:   # the shipped fit with some UVFitConfig fields changed, for a before/after run
+        from tf_facetex.refinement.fit import FitRefiner, UVFitConfig, config_with_overrides
+        renderer = reconstructor.renderer
+        try:
+            config = config_with_overrides(UVFitConfig(steps=FLAGS.fit_steps), FLAGS.fit_overrides)
+        except ValueError as err:
+            raise FaceTexError(f"--fit_overrides: {err}") from None
+        reconstructor.use_refiner(FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config))
     result = clean_albedo.run_protocol(files, finder, reconstructor, min(FLAGS.batch_size, 4), num_held_out)
     result["baselines"] = baselines
+    result["fit_overrides"] = list(FLAGS.fit_overrides)
     return result, _md(FLAGS.title, clean_report.clean_albedo_lines(result)), None
 
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tf_facetex import losses, metrics, sh
-from tf_facetex.refinement import uv_solver
+from tf_facetex.refinement import objective, uv_solver
 from tf_facetex.data.synthetic import SyntheticConfig, SyntheticFaceGenerator
 from tf_facetex.prior.module import PriorConfig, PriorModule
 from tf_facetex.prior.photometric_fit import PhotometricFitConfig
@@ -59,10 +59,12 @@ def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
     renderer, _, sample = prior_out
     config = UVFitConfig(symmetry_weighting=weighting, symmetry_seen_weight=0.25, symmetry_seen_scale=0.0,
                          symmetry_unseen_mirror_weight=0.0)
-    refiner = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
     albedo = uv_solver.initial_albedo(sample) * 0.9 + 0.05
     light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01
-    expected = refiner.terms(albedo, light, sample)
+    # the shared objective, written out (what the training step computes)
+    expected = objective.uv_terms(albedo, light, objective.render_lit(sample, albedo, light), sample, renderer.uv_mask,
+                                  sample["visibility_uv"] * renderer.uv_mask, renderer.uv_symmetry_index,
+                                  uv_solver.loss_options(config.symmetry()))
     terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index,
                                 uv_solver.symmetry_form(weighting, 0.25))
     for name in uv_solver.TERM_NAMES:
@@ -77,6 +79,31 @@ def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
     if weighting != "uniform":
         uniform = losses.symmetry_loss(albedo, renderer.uv_mask, renderer.uv_symmetry_index)
         assert abs(float(terms["symmetry"]) - float(uniform)) > 1e-4 * float(uniform)
+
+
+def test_photo_terms_move_only_the_seen_albedo(prior_out):
+    """photo_albedo='seen': the same values; the photo terms' gradient is zero on unseen texels (with 'all', face-mask
+    pixels at the border reach unseen texels through the bilinear lookup) and unchanged on seen ones."""
+    renderer, _, sample = prior_out
+    albedo = tf.Variable(uv_solver.initial_albedo(sample) * 0.9 + 0.05)
+    light = tf.broadcast_to(sample["gamma"][:, None, None, :], [2, 64, 64, 27]) + 0.01
+    symmetry = uv_solver.symmetry_form("visibility", 1.0, 0.02, 1.0)
+    terms, gradients = {}, {}
+    for mode in uv_solver.PHOTO_ALBEDO:
+        with tf.GradientTape() as tape:
+            terms[mode] = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index,
+                                              symmetry, photo_albedo=mode)
+            photo = terms[mode]["image"] + terms[mode]["image_gradient"]
+        gradients[mode] = tape.gradient(photo, albedo).numpy()
+    for name in uv_solver.TERM_NAMES:
+        assert float(terms["seen"][name]) == float(terms["all"][name])
+    seen = np.broadcast_to(sample["visibility_uv"].numpy() > 0.5, gradients["all"].shape)
+    unseen_chart = ~seen & np.broadcast_to(renderer.uv_mask.numpy() > 0.5, seen.shape)
+    assert np.abs(gradients["all"][unseen_chart]).max() > 0          # the border effect exists here
+    assert np.abs(gradients["seen"][~seen]).max() == 0.0
+    np.testing.assert_allclose(gradients["seen"][seen], gradients["all"][seen], rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="photo_albedo"):
+        uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, None, photo_albedo="some")
 
 
 def test_constant_rate_solver_reproduces_the_previous_adam_loop(prior_out):

@@ -8,6 +8,8 @@ objective from `uv_terms` and `tf_facetex.losses.weighted_total`, so the two det
 """
 from __future__ import annotations
 
+import tensorflow as tf
+
 from tf_facetex import sh
 from tf_facetex.losses import (LossOptions, edge_aware_smoothness, illumination_regularization, image_gradient_loss,
                                image_loss, prior_l1_loss, symmetry_loss, view_confidence)
@@ -32,6 +34,18 @@ def shade_uv(albedo_uv, light, normals_uv):
 def render_lit(batch, albedo_uv, light):
     """R(A, L) of a refinement-sample batch: the albedo shaded by ``light`` (map or gamma) and looked up -> [B, H, W, 3]."""
     return render_from_lookup(shade_uv(albedo_uv, light, batch["normals_uv"]), batch["pixel_uv"], batch["proj_mask"])
+
+
+def seen_albedo(albedo_uv, visibility_uv):
+    """The albedo as the photo terms see it: A' on the texels the photo showed, a constant (no gradient) elsewhere.
+
+    albedo_uv [B, S, S, 3], visibility_uv [B, S, S, 1] -> [B, S, S, 3], the same values. Pixels of the face mask
+    at its border (a hairline, an eyelid) are rendered from texels the unwrap did not count as seen (their
+    footprint reaches past the mask); left free, those texels take the mixed border colours and leave a dark
+    dotted line where the photo's face ends. Their albedo is then filled by the albedo terms only (symmetry,
+    smoothness); the light map still fits those pixels.
+    """
+    return albedo_uv * visibility_uv + tf.stop_gradient(albedo_uv) * (1.0 - visibility_uv)
 
 
 UV_TERM_NAMES = ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")   # `uv_terms`' keys

@@ -38,6 +38,7 @@ SAMPLE_KEYS = ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv", "vis
 TERM_NAMES = ("image", "image_gradient", "illumination", "symmetry", "smoothness", "prior_l1")
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 MIN_INIT_SHADING = 0.05     # the unwrapped texture is divided by max(shading, this) for the initial albedo
+PHOTO_ALBEDO = ("seen", "all")   # `fit_terms`: the texels whose albedo the photo terms move
 
 
 def term_weights(weights, prior_weight=0.0):
@@ -103,7 +104,7 @@ def group_albedo_inputs(sample, groups, num_groups, symmetry=UNIFORM_SYMMETRY):
 
 
 def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index, symmetry=UNIFORM_SYMMETRY, groups=None,
-              group_inputs=None):
+              group_inputs=None, photo_albedo="seen"):
     """The unweighted terms of the UV-fit objective (dict of scalars; `TERM_NAMES`): the shared
     `refinement.objective.uv_terms` of R(A', L'), exactly what `refinement.fit.UVFitRefiner.terms` computes.
 
@@ -113,13 +114,23 @@ def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index, symmetry=UNI
       symmetry: the symmetry term's form (`symmetry_form`);
       groups: None, or [B] int32 photo -> albedo row, with ``group_inputs`` (`group_albedo_inputs`): the photo
         terms are means over the B photos, the albedo terms over the G albedos.
+      photo_albedo: which texels' albedo the photo terms move: "seen" (those each photo showed;
+        `objective.seen_albedo`) or "all" (every texel a face-mask pixel is rendered from).
     """
+    if photo_albedo not in PHOTO_ALBEDO:
+        raise ValueError(f"photo_albedo must be one of {PHOTO_ALBEDO}, got {photo_albedo!r}")
     options = loss_options(symmetry)
+
+    def photo_view(albedo_per_photo):
+        if photo_albedo == "seen":
+            return objective.seen_albedo(albedo_per_photo, sample["visibility_uv"])
+        return albedo_per_photo
+
     if groups is None:
-        rendered = objective.render_lit(sample, albedo_uv, light_uv)
+        rendered = objective.render_lit(sample, photo_view(albedo_uv), light_uv)
         return objective.uv_terms(albedo_uv, light_uv, rendered, sample, uv_mask,
                                   sample["visibility_uv"] * uv_mask, symmetry_index, options)
-    rendered = objective.render_lit(sample, tf.gather(albedo_uv, groups), light_uv)
+    rendered = objective.render_lit(sample, photo_view(tf.gather(albedo_uv, groups)), light_uv)
     terms = objective.photo_terms(light_uv, rendered, sample, sample["visibility_uv"] * uv_mask, options)
     terms.update(objective.albedo_terms(albedo_uv, group_inputs["prior_albedo_uv"], group_inputs["confidence_uv"],
                                         uv_mask, symmetry_index, options))
@@ -226,11 +237,12 @@ def _adam_update(value, gradient, m, v, step, learning_rate):
 
 
 def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, weights, learning_rate, decay, steps,
-               symmetry=UNIFORM_SYMMETRY, groups=None, group_inputs=None, albedo_rate=None):
+               symmetry=UNIFORM_SYMMETRY, groups=None, group_inputs=None, albedo_rate=None, photo_albedo="seen"):
     """``steps`` (a tensor) Adam steps on (albedo [B, S, S, 3] (or [G, ...] with ``groups``), residual
     [B, r, r, 27]); the light is base_light ([B, 27] or [B, S, S, 27]) + the upsampled residual.
 
-    symmetry (`symmetry_form`) holds Python values: one trace per form. groups / group_inputs: `fit_terms`'.
+    symmetry (`symmetry_form`) and photo_albedo hold Python values: one trace per form. groups / group_inputs /
+    photo_albedo: `fit_terms`'.
     albedo_rate: None or a scalar tensor scaling the albedo's learning rate (0: the albedo stays as given and only
     the light is fitted).
 
@@ -241,7 +253,7 @@ def _adam_loop(albedo, residual, base_light, sample, uv_mask, symmetry_index, we
     def objective(albedo, residual):
         light = upsampled_light(base_light, residual, size)
         return weighted_total(fit_terms(albedo, light, sample, uv_mask, symmetry_index, symmetry, groups,
-                                        group_inputs), weights)
+                                        group_inputs, photo_albedo), weights)
 
     # The terms are batch means: differentiating batch * mean (the per-photo sum) gives every photo the gradient
     # it gets alone, so a batched fit follows the one-at-a-time trajectories (Adam's epsilon included). With
@@ -284,7 +296,8 @@ def trace_count() -> int:
 
 def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_rate=0.01, decay=1.0,
                 light_resolution=8, use_unwrapped_init=True, jit_compile=True, symmetry=UNIFORM_SYMMETRY,
-                start=None, groups=None, fit_albedo=True, dark_fraction=0.0, saturation=1.01, shading_fraction=0.0):
+                start=None, groups=None, fit_albedo=True, dark_fraction=0.0, saturation=1.01, shading_fraction=0.0,
+                photo_albedo="seen"):
     """Per-photo fit of A' and L' (see the module docstring).
 
     Args:
@@ -309,6 +322,7 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
       fit_albedo: False keeps the albedo as started (give ``start``) and fits only each photo's light.
       dark_fraction, saturation, shading_fraction: deep shadows, clipped values and the coarse light's attached
         shadow count less (`exposure_weighted`; 0, > 1 and 0: off).
+      photo_albedo: "seen" / "all", the texels whose albedo the photo terms move (`fit_terms`).
     Returns:
       dict: albedo_uv [B, S, S, 3] ([G, ...] with groups) and light_uv [B, S, S, 27] (both x uv_mask),
       loss_first / loss_last (the objective before the first and the last step, scalars), terms (the
@@ -351,9 +365,9 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
                                          tf.convert_to_tensor(weights, tf.float32),
                                          tf.constant(learning_rate, tf.float32), tf.constant(decay, tf.float32),
                                          tf.constant(int(steps)), symmetry, groups, group_inputs,
-                                         None if fit_albedo else tf.constant(0.0))
+                                         None if fit_albedo else tf.constant(0.0), photo_albedo)
     light = upsampled_light(base_light, residual, size)
-    terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index, symmetry, groups, group_inputs)
+    terms = fit_terms(albedo, light, sample, uv_mask, symmetry_index, symmetry, groups, group_inputs, photo_albedo)
     if order is not None:
         albedo = tf.gather(albedo, order)
     return {"albedo_uv": albedo * uv_mask, "light_uv": light * uv_mask, "loss_first": first, "loss_last": last,
