@@ -45,12 +45,12 @@ def test_fit_lowers_the_loss_and_explains_the_photo_better_than_the_prior(prior_
 def test_config_with_overrides_types_values_and_rejects_unknown_fields():
     from tf_facetex.refinement.fit import UVFitConfig, config_with_overrides
 
-    config = config_with_overrides(UVFitConfig(steps=40), ["shading_fraction=0.25", "light_resolution=16",
+    config = config_with_overrides(UVFitConfig(steps=40), ["shading_fraction=0.5", "light_resolution=16",
                                                           "use_unwrapped_init=false", "symmetry_weighting=uniform"])
-    assert config.steps == 40 and config.shading_fraction == 0.25 and config.light_resolution == 16
+    assert config.steps == 40 and config.shading_fraction == 0.5 and config.light_resolution == 16
     assert isinstance(config.light_resolution, int) and config.use_unwrapped_init is False
     assert config.symmetry_weighting == "uniform"
-    assert UVFitConfig().shading_fraction == 0.0           # the default object is untouched
+    assert UVFitConfig().shading_fraction == 0.25          # the default object is untouched
     for bad in (["no_such_field=1"], ["steps="], ["steps"]):
         with pytest.raises(ValueError, match="UVFitConfig field"):
             config_with_overrides(UVFitConfig(), bad)
