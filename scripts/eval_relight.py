@@ -55,19 +55,6 @@ flags.DEFINE_list("multi_half", ["A+000E+00", "A+050E+00", "A-050E+00"], "Lights
                   "mode (the other --lights form the second half).")
 
 
-def fit_refiner_with(reconstructor, steps, overrides):
-    """The product's `FitRefiner` with some `UVFitConfig` fields replaced ('name=value' strings)."""
-    from tf_facetex.errors import FaceTexError
-    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig, config_with_overrides
-
-    try:
-        config = config_with_overrides(UVFitConfig(steps=steps), overrides)
-    except ValueError as err:
-        raise FaceTexError(f"--fit_overrides: {err}") from None
-    renderer = reconstructor.renderer
-    return FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
-
-
 def main(argv):
     del argv
     import json
@@ -81,6 +68,7 @@ def main(argv):
     from tf_facetex.errors import FaceTexError
     from tf_facetex.evaluation import detection, relight
     from tf_facetex.face_model import load_face_model
+    from tf_facetex.pipeline import setup
 
     if not FLAGS.json:
         raise FaceTexError("--json is required")
@@ -112,7 +100,8 @@ def main(argv):
                                            turntable_yaws=())   # turntables are not scored
     reconstructor = pipeline.Reconstructor(model, config)
     if FLAGS.fit_overrides:
-        reconstructor.use_refiner(fit_refiner_with(reconstructor, FLAGS.fit_steps, FLAGS.fit_overrides))
+        reconstructor.use_refiner(setup.fit_refiner_with_overrides(reconstructor, FLAGS.fit_steps,
+                                                                    FLAGS.fit_overrides))
     report = {"command": " ".join(sys.argv),
               "protocol": {"subjects": subjects, "lights": FLAGS.lights, "pipeline": reconstructor.describe(),
                            "masker": FLAGS.masker, "detector": finder.aligner.detector.describe(),

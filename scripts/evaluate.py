@@ -193,13 +193,7 @@ def _celebamask():
                                               fit_steps=FLAGS.fit_steps, landmark_steps=FLAGS.landmark_steps,
                                               turntable_yaws=())
     if FLAGS.fit_overrides:   # the shipped fit with some UVFitConfig fields changed, for a before/after run
-        from tf_facetex.refinement.fit import FitRefiner, UVFitConfig, config_with_overrides
-        renderer = reconstructor.renderer
-        try:
-            config = config_with_overrides(UVFitConfig(steps=FLAGS.fit_steps), FLAGS.fit_overrides)
-        except ValueError as err:
-            raise FaceTexError(f"--fit_overrides: {err}") from None
-        reconstructor.use_refiner(FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config))
+        reconstructor.use_refiner(setup.fit_refiner_with_overrides(reconstructor, FLAGS.fit_steps, FLAGS.fit_overrides))
     result = clean_albedo.run_protocol(files, finder, reconstructor, min(FLAGS.batch_size, 4), num_held_out)
     result["baselines"] = baselines
     result["fit_overrides"] = list(FLAGS.fit_overrides)

@@ -54,3 +54,19 @@ def test_config_with_overrides_types_values_and_rejects_unknown_fields():
     for bad in (["no_such_field=1"], ["steps="], ["steps"]):
         with pytest.raises(ValueError, match="UVFitConfig field"):
             config_with_overrides(UVFitConfig(), bad)
+
+
+def test_fit_refiner_with_overrides_is_the_shipped_fit_with_those_fields():
+    """The evaluation scripts' --fit_overrides (evaluate.py --protocol=celebamask, eval_relight.py)."""
+    from types import SimpleNamespace
+
+    from tf_facetex.errors import FaceTexError
+    from tf_facetex.pipeline import setup
+    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig
+
+    renderer = SimpleNamespace(uv_mask=np.ones((8, 8, 1), np.float32), uv_symmetry_index=None)
+    refiner = setup.fit_refiner_with_overrides(SimpleNamespace(renderer=renderer), 40, ["photo_albedo=all"])
+    assert isinstance(refiner, FitRefiner)
+    assert refiner.config == UVFitConfig(steps=40, photo_albedo="all")
+    with pytest.raises(FaceTexError, match="--fit_overrides"):
+        setup.fit_refiner_with_overrides(SimpleNamespace(renderer=renderer), 40, ["no_such_field=1"])

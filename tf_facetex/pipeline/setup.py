@@ -68,3 +68,16 @@ def build_reconstructor(face_model=None, checkpoint=None, prior="fit", regressor
             network = net_fit_refiner(network, renderer.uv_mask, renderer.uv_symmetry_index, steps=net_fit_steps)
         reconstructor.use_refiner(network)
     return reconstructor
+
+
+def fit_refiner_with_overrides(reconstructor, steps, overrides):
+    """The product's `FitRefiner` for ``reconstructor`` with some `UVFitConfig` fields replaced ('name=value' strings;
+    `refinement.fit.config_with_overrides`), for measuring one lever end to end; FaceTexError on a bad entry."""
+    from tf_facetex.refinement.fit import FitRefiner, UVFitConfig, config_with_overrides
+
+    try:
+        config = config_with_overrides(UVFitConfig(steps=steps), overrides)
+    except ValueError as err:
+        raise FaceTexError(f"--fit_overrides: {err}") from None
+    renderer = reconstructor.renderer
+    return FitRefiner(renderer.uv_mask, renderer.uv_symmetry_index, config)
