@@ -46,9 +46,20 @@ def masked_mse(prediction, target, mask):
 
 def masked_psnr(prediction, target, mask, max_val=1.0, cap=PSNR_CAP):
     """PSNR over the mask, 10 log10(max^2 / MSE), capped at ``cap`` dB (identical images): -> [B]."""
+    if tf.executing_eagerly():  # a reconstruction's few PSNRs: ~3 ms each eagerly, ~0.3 ms compiled
+        return _masked_psnr_compiled(tf.convert_to_tensor(prediction, tf.float32),
+                                     tf.convert_to_tensor(target, tf.float32), tf.convert_to_tensor(mask),
+                                     float(max_val), float(cap))
+    return _masked_psnr(prediction, target, mask, max_val, cap)
+
+
+def _masked_psnr(prediction, target, mask, max_val, cap):
     mse = masked_mse(prediction, target, mask)
     psnr = 10.0 * tf.math.log(max_val ** 2 / tf.maximum(mse, 1e-30)) / tf.math.log(10.0)
     return tf.minimum(psnr, cap)
+
+
+_masked_psnr_compiled = tf.function(_masked_psnr, jit_compile=True, autograph=False, reduce_retracing=True)
 
 
 def _gaussian_window(size=11, sigma=1.5):

@@ -73,6 +73,9 @@ class FaceDecoder(keras.layers.Layer):
         self._albedo_basis = tf.constant(model.albedo_basis.reshape(model.num_tex, 3 * n))
         self._triangles = tf.constant(model.triangles)
         self._vertex_triangles = tf.constant(model.vertex_triangles())
+        # Called eagerly (the reconstruction), decoding is ~2x faster compiled with XLA on CPU (the normals'
+        # gathers: 10 -> 3 ms for one ICT face); inside a graph (training, SavedModels) it is inlined.
+        self._compiled_decode = tf.function(self._decode, jit_compile=True, autograph=False)
 
     def _part(self, coeffs, name, batch):
         size = self.layout.sizes[name]
@@ -102,10 +105,12 @@ class FaceDecoder(keras.layers.Layer):
             batch = tf.shape(next(v for v in coeffs.values() if v is not None))[0]
         else:
             batch = tf.shape(coeffs)[0]
-        vertices = self.shape(self._part(coeffs, "id", batch), self._part(coeffs, "exp", batch))
-        return {"vertices": vertices,
-                "albedo": self.albedo(self._part(coeffs, "tex", batch)),
-                "normals": self.normals(vertices)}
+        decode = self._compiled_decode if tf.executing_eagerly() else self._decode
+        return decode(*(self._part(coeffs, name, batch) for name in ("id", "exp", "tex")))
+
+    def _decode(self, id_coeffs, exp_coeffs, tex_coeffs):
+        vertices = self.shape(id_coeffs, exp_coeffs)
+        return {"vertices": vertices, "albedo": self.albedo(tex_coeffs), "normals": self.normals(vertices)}
 
     def pose(self, coeffs, angles=None, translation=None):
         """The pose step every stage shares: split -> decode -> rigid transform.

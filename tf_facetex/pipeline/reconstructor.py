@@ -44,7 +44,7 @@ def _numpy(value) -> np.ndarray:
 
 
 def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=None, translation=None,
-                 background=0.0, with_parts=None, posed=None):
+                 background=0.0, with_parts=None, posed=None, vertex_normals=None):
     """Renders faces with given coefficients under any light and pose (relighting, turntables).
 
     Args:
@@ -56,6 +56,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
         global light; a per-texel light map lights them by its chart mean), or None.
       posed: [B, N, 3] the posed vertices when the caller has them (then coeffs, angles and translation are not
         used): a turntable decodes its one face once, not once per view.
+      vertex_normals: [B, N, 3] the unit normals of ``posed`` when the caller has them (a turntable rotates its
+        face's normals), or None.
     Returns:
       (images [B, H, H, 3], masks [B, H, H, 1]) as tensors.
     """
@@ -63,7 +65,8 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
     if posed is None:
         posed = decoder.pose(coeffs, angles, translation)["posed"]
     raster = renderer.rasterize(posed)
-    vertex_normals = renderer.vertex_normals(posed)       # once, for the skin's normal map and the parts
+    if vertex_normals is None:                             # once, for the skin's normal map and the parts
+        vertex_normals = renderer.vertex_normals(posed)
     normals_uv = renderer.normals_uv(vertex_normals=vertex_normals)
     image, mask = renderer.render(tf.convert_to_tensor(albedo_uv, tf.float32), light, raster, normals_uv,
                                   background=background)
@@ -77,6 +80,15 @@ def render_posed(renderer, decoder, layout, coeffs, albedo_uv, light, angles=Non
         image = image * (1.0 - part_mask) + part_image * part_mask
         mask = tf.minimum(mask + part_mask, 1.0)
     return image, mask
+
+
+@tf.function(jit_compile=True, autograph=False)   # eager, the two [V, N, 3] transforms cost ~13 ms for 8 views
+def _pose_views(vertices, normals, angles, translation):
+    """One face at V poses: vertices [1, N, 3] and unit normals [1, N, 3] (model frame), angles / translation
+    [V, 3] -> (posed vertices, their unit normals) [V, N, 3]. A rotation turns the normals with the face."""
+    views = tf.shape(angles)[0]
+    posed = camera.rigid_transform(tf.repeat(vertices, views, axis=0), angles, translation)
+    return posed, camera.rigid_transform(tf.repeat(normals, views, axis=0), angles, tf.zeros_like(translation))
 
 
 def turntable_poses(count_or_yaws=TURNTABLE_YAWS):
@@ -157,10 +169,10 @@ class Reconstructor:
             return []
         images, landmarks, masks = self._inputs(faces)
         with self.timer("prior_total"):
-            prior_out = self.prior(images, landmarks, masks)
+            prior_out, raster = self.prior.run(images, landmarks, masks)
         with self.timer("refine"):
             refined = self.refiner(prior_out)
-        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"])
+        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"], raster=raster)
 
     def reconstruct_group(self, faces: Sequence) -> GroupResult:
         """Several photos of ONE person -> a `GroupResult`: one identity, one expression-free shape and one
@@ -174,11 +186,11 @@ class Reconstructor:
         images, landmarks, masks = self._inputs(faces)
         groups = np.zeros(len(faces), np.int32)
         with self.timer("prior_total"):
-            prior_out = self.prior(images, landmarks, masks, groups=groups)
+            prior_out, raster = self.prior.run(images, landmarks, masks, groups=groups)
         with self.timer("refine"):
             refined = self.refiner(prior_out, groups=groups)
         photos = self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"],
-                               turntables=False)   # one albedo: the person's turntable says it all
+                               turntables=False, raster=raster)   # one albedo: the person's turntable says it all
         person = self._person(faces[0], images[:1], masks[:1], prior_out, refined)
         return GroupResult(person=person, photos=photos)
 
@@ -193,11 +205,11 @@ class Reconstructor:
         if albedo_uv.ndim == 3:
             albedo_uv = np.repeat(albedo_uv[None], len(faces), axis=0)
         with self.timer("prior_total"):
-            prior_out = self.prior(images, landmarks, masks)
+            prior_out, raster = self.prior.run(images, landmarks, masks)
         start = {"albedo_uv": albedo_uv, "light_uv": prior_out["gamma"][:, None, None, :]}
         with self.timer("refine"):
             refined = self.refiner(prior_out, start=start, fit_albedo=False)
-        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"])
+        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"], raster=raster)
 
     def _person(self, face, image, mask, prior_out, refined):
         """The person of a group, as the face folder shows it: the expression-free shape (expression 0) at the
@@ -212,17 +224,21 @@ class Reconstructor:
                   "normals_uv": self.renderer.normals_uv(posed_vertices=posed),
                   "face_mask": self.prior.face_mask(mask, raster),
                   "visibility_uv": tf.reduce_max(prior_out["visibility_uv"], axis=0, keepdims=True)}
-        return self._results([face], image, mask, person, refined["albedo_uv"][:1], refined["light_uv"][:1])[0]
+        return self._results([face], image, mask, person, refined["albedo_uv"][:1], refined["light_uv"][:1],
+                             raster=raster)[0]
 
-    def _results(self, faces, images, masks, prior_out, albedo_uv, light_uv, turntables=True) -> List[FaceResult]:
+    def _results(self, faces, images, masks, prior_out, albedo_uv, light_uv, turntables=True,
+                 raster=None) -> List[FaceResult]:
         """Renders, meshes and metrics of refined faces -> one `FaceResult` per face (turntables: render the
-        config's turntable, if it has one)."""
+        config's turntable, if it has one; raster: the `Raster` of ``prior_out['posed_vertices']`` when the caller
+        has it)."""
         grey = [bool(getattr(face, "grayscale", False)) for face in faces]
         if any(grey):  # a grey photo has a grey albedo and light (tf_facetex/grayscale.py)
             albedo_uv, light_uv, gamma = grey_where(grey, albedo_uv, light_uv, prior_out["gamma"])
             prior_out = {**prior_out, "gamma": gamma}
         posed = prior_out["posed_vertices"]
-        raster = self.renderer.rasterize(posed)
+        if raster is None:
+            raster = self.renderer.rasterize(posed)
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
@@ -247,7 +263,7 @@ class Reconstructor:
         turntables, want_turntables = None, turntables
         if self.config.turntable_yaws and want_turntables:
             with self.timer("turntable"):
-                turntables = self._turntables(prior_out["coeffs"], albedo_uv, part_albedo)
+                turntables = self._turntables(decoded, albedo_uv, part_albedo)
         # Every batch tensor to numpy once (converting inside the loop copied the whole batch per face:
         # ~7x slower at batch 16, scripts/bench.py).
         psnr = {name: _numpy(value) for name, value in psnr.items()}
@@ -277,19 +293,20 @@ class Reconstructor:
         return render_posed(self.renderer, self.decoder, self.layout, coeffs, albedo_uv, light, angles, translation,
                             with_parts=None if part_albedo is None else (self.model, part_albedo))
 
-    def _turntables(self, coeffs, albedo_uv, part_albedo=None):
-        """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred)."""
+    def _turntables(self, decoded, albedo_uv, part_albedo=None):
+        """[B] strips [H, H * V, 3]: each albedo relit by the preset light at the config's yaws (face centred).
+        decoded: the decoder's output for the faces (model-frame 'vertices' and 'normals' [B, N, 3])."""
         angles, translation = turntable_poses(self.config.turntable_yaws)
         views = angles.shape[0]
         gamma = np.tile(preset(self.config.turntable_light)[None], [views, 1])
-        shapes = self.decoder.pose(coeffs)["vertices"]          # each face decoded once, then posed per view
+        angles, translation = tf.constant(angles, tf.float32), tf.constant(translation, tf.float32)
         strips = []
-        for b in range(int(coeffs.shape[0])):
-            posed = camera.rigid_transform(tf.repeat(shapes[b:b + 1], views, axis=0), tf.constant(angles, tf.float32),
-                                           tf.constant(translation, tf.float32))
+        for b in range(int(decoded["vertices"].shape[0])):
+            posed, normals = _pose_views(decoded["vertices"][b:b + 1], decoded["normals"][b:b + 1], angles,
+                                         translation)
             with_parts = None if part_albedo is None else (self.model, np.repeat(part_albedo[b:b + 1], views, axis=0))
             images, _ = render_posed(self.renderer, self.decoder, self.layout, None,
                                      tf.repeat(albedo_uv[b:b + 1], views, axis=0), gamma, with_parts=with_parts,
-                                     posed=posed)
+                                     posed=posed, vertex_normals=normals)
             strips.append(np.concatenate(list(np.clip(images.numpy(), 0.0, 1.0)), axis=1))
         return strips

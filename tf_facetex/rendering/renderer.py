@@ -158,6 +158,7 @@ class FaceRenderer(tf.Module):
         self.uv_corner_weights = tf.constant(raster.corner_weights)                    # [S, S, 3]
         self.uv_symmetry_index = tf.constant(raster.symmetry_index)                    # [S * S]
         jit = self.jit_stages
+        self._project = _maybe_jit(self._project_impl, jit)
         self._barycentrics = _maybe_jit(self._barycentrics_impl, jit)
         self._vertex_normals = _maybe_jit(self._vertex_normals_impl, jit)
         self._normals_uv = _maybe_jit(self._normals_uv_impl, jit)
@@ -169,6 +170,9 @@ class FaceRenderer(tf.Module):
     # ------------------------------------------------------------------------------------ geometry
     def project(self, posed_vertices):
         """[B, N, 3] posed vertices -> ([B, N, 2] pixels, [B, N] view depth)."""
+        return self._project(tf.convert_to_tensor(posed_vertices, tf.float32))
+
+    def _project_impl(self, posed_vertices):
         return camera.project(posed_vertices, self.image_size)
 
     def vertex_normals(self, posed_vertices):
