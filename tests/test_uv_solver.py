@@ -67,12 +67,9 @@ def test_fit_terms_equal_the_refiner_terms(prior_out, weighting):
                                   uv_solver.loss_options(config.symmetry()))
     terms = uv_solver.fit_terms(albedo, light, sample, renderer.uv_mask, renderer.uv_symmetry_index,
                                 uv_solver.symmetry_form(weighting, 0.25))
-    expected["light_chroma"] = losses.light_chroma_loss(
-        sh.shading_uv(sample["normals_uv"], light), sh.shading_uv(sample["normals_uv"], sample["gamma"]),
-        sample["visibility_uv"] * renderer.uv_mask)      # the fit's own term
     for name in uv_solver.TERM_NAMES:
         np.testing.assert_allclose(float(terms[name]), float(expected[name]), rtol=1e-6)
-    assert float(terms["image"]) > 0.0 and float(terms["light_chroma"]) > 0.0
+    assert float(terms["image"]) > 0.0
     # The weighted term is the loss function's with the batch's confidence, not the uniform one.
     confidence = {"uniform": None, "visibility": sample["visibility_uv"],
                   "confidence": losses.view_confidence(sample["visibility_uv"], sample["normals_uv"])}[weighting]
@@ -240,37 +237,3 @@ def test_shadow_weight_follows_the_coarse_shading(prior_out):
         assert (weight[b][seen[b]] == 0).any() and (weight[b][seen[b]] == 1).any()   # one side in shadow
     weighted = uv_solver.exposure_weighted(lit, 0.0, 1.01, 0.25)
     assert weighted["face_mask"].numpy().sum() < 0.9 * lit["face_mask"].numpy().sum()
-
-
-def test_light_chroma_loss_against_closed_form(rng):
-    """Zero for a grey ratio of detailed to coarse shading (any brightness per texel); (log k)^2 * 2/9 for a ratio
-    (k, 1, 1) on every counted texel; texels outside the mask do not count."""
-    coarse = rng.uniform(0.2, 1.5, (2, 8, 8, 3)).astype(np.float32)
-    grey = rng.uniform(0.5, 2.0, (2, 8, 8, 1)).astype(np.float32)
-    mask = np.zeros((2, 8, 8, 1), np.float32)
-    mask[:, 2:6, 1:7] = 1.0
-    assert float(losses.light_chroma_loss(coarse * grey, coarse, mask)) == pytest.approx(0.0, abs=1e-10)
-    tinted = coarse * np.array([1.2, 1.0, 1.0], np.float32)
-    expected = np.log(1.2) ** 2 * 2.0 / 9.0
-    assert float(losses.light_chroma_loss(tinted, coarse, mask)) == pytest.approx(expected, rel=1e-4)
-    outside = np.where(mask > 0, coarse * grey, coarse * np.array([3.0, 0.2, 1.0], np.float32))
-    assert float(losses.light_chroma_loss(outside, coarse, mask)) == pytest.approx(0.0, abs=1e-10)
-
-
-def test_light_chroma_weight_keeps_the_coarse_light_colour(prior_out):
-    """A photo tinted green on one cheek: the fit without the term explains the tint partly with the light map;
-    with it the detailed light's colour stays the coarse light's (its chroma term is smaller) and the tint goes
-    to the albedo. The term is part of every fit's terms; a weight of 0 leaves the objective unchanged."""
-    renderer, _, sample = prior_out
-    tint = np.ones((2, 96, 96, 3), np.float32)
-    tint[:, 30:70, 20:48] = [0.85, 1.1, 0.85]
-    tinted = dict(sample, image=tf.clip_by_value(sample["image"] * tint, 0.0, 1.0))
-    chroma = {}
-    for weight in (0.0, 10.0):
-        fit = UVFitRefiner(renderer.uv_mask, renderer.uv_symmetry_index,
-                           UVFitConfig(steps=60, light_chroma=weight, shading_fraction=0.0))
-        result = fit(tinted)
-        assert "light_chroma" in result["terms"]
-        chroma[weight] = result["terms"]["light_chroma"]
-    assert chroma[0.0] > 0
-    assert chroma[10.0] < 0.5 * chroma[0.0]

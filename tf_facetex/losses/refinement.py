@@ -136,27 +136,6 @@ def illumination_regularization(light_uv, gamma, uv_mask, norm="mse", rgb_consis
     return loss
 
 
-def light_chroma_loss(shading_uv, coarse_shading_uv, uv_mask, floor=0.05):
-    """The colour the detailed light adds to the coarse light's, ||chroma(log S' - log S)||^2 per texel.
-
-    Light and albedo trade colour freely (R = A' * S'): a detailed light map can turn a cheek pink while the
-    albedo turns green under it. The coarse light's colour (gamma's per-channel SH) is already free to vary
-    over the face; this term asks the detailed light to change its brightness, not its colour: the per-texel
-    ratio S' / S of the detailed to the coarse shading should be grey. chroma(x) = x - mean_RGB(x).
-
-    Args:
-      shading_uv: [B, S, S, 3] S' = shading(normals_uv, L'); coarse_shading_uv: [B, S, S, 3] S = shading(., gamma).
-      uv_mask: [B, S, S, 1], [S, S, 1] or [S, S]: the texels counted (the seen ones).
-      floor: both shadings are clamped at this before the logarithm (attached shadow, grazing texels).
-    Returns:
-      scalar: mean over masked texels and the 3 channels, averaged over the batch.
-    """
-    ratio = tf.math.log(tf.maximum(_float(shading_uv), floor)) - tf.math.log(
-        tf.maximum(tf.cast(coarse_shading_uv, tf.float32), floor))
-    chroma = ratio - tf.reduce_mean(ratio, axis=-1, keepdims=True)
-    return masked_mean(tf.square(chroma), uv_mask)
-
-
 def roll_batch(x, shift=1):
     """Cross pairs inside a batch: roll_batch(x, shift)[b] = x[(b - shift) mod B]. [B, ...] -> [B, ...].
 

@@ -68,9 +68,6 @@ class UVFitConfig:
     # the real split's re-render on its own mask -0.71 dB (on the landmark hull -0.11 dB): the border pixels are no
     # longer explained by the albedo.
     photo_albedo: str = "seen"
-    # Weight of `losses.light_chroma_loss` on the seen texels: the detailed light may change the coarse light's
-    # brightness per texel, not its colour (0: off; otherwise the albedo and the light map trade colour freely).
-    light_chroma: float = 0.0
 
     def symmetry(self):
         """The symmetry term's form as `uv_solver.symmetry_form`."""
@@ -103,7 +100,6 @@ class UVFitRefiner:
         loss_weights = L.LossWeights.preset(config.weights)
         self.weights = {name: (config.prior_weight if name == "prior_l1" else loss_weights.weight(name, 0))
                         for name in ("illumination", "symmetry", "smoothness", "prior_l1", "image_gradient", "image")}
-        self.weights["light_chroma"] = float(config.light_chroma)
 
     def terms(self, albedo_uv, light_uv, sample):
         """The unweighted loss terms for maps and one batch of prior outputs (dict of scalars)."""
@@ -243,5 +239,4 @@ class FitRefiner(Refiner):
                 "symmetry_seen_scale": self.config.symmetry_seen_scale,
                 "symmetry_unseen_mirror_weight": self.config.symmetry_unseen_mirror_weight,
                 "dark_fraction": self.config.dark_fraction, "saturation": self.config.saturation,
-                "shading_fraction": self.config.shading_fraction, "photo_albedo": self.config.photo_albedo,
-                "light_chroma": self.config.light_chroma}
+                "shading_fraction": self.config.shading_fraction, "photo_albedo": self.config.photo_albedo}

@@ -35,22 +35,20 @@ from tf_facetex.refinement import objective
 SAMPLE_KEYS = ("image", "face_mask", "proj_mask", "pixel_uv", "texture_uv", "visibility_uv", "prior_albedo_uv",
                "normals_uv", "gamma")
 # Order of the weight vector of `weighted_total`.
-TERM_NAMES = ("image", "image_gradient", "illumination", "symmetry", "smoothness", "prior_l1", "light_chroma")
-# 'light_chroma' is the fit's own term (`losses.light_chroma_loss`; not in the paper's presets, weight
-# `UVFitConfig.light_chroma`).
+TERM_NAMES = ("image", "image_gradient", "illumination", "symmetry", "smoothness", "prior_l1")
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 MIN_INIT_SHADING = 0.05     # the unwrapped texture is divided by max(shading, this) for the initial albedo
 PHOTO_ALBEDO = ("seen", "all")   # `fit_terms`: the texels whose albedo the photo terms move
 
 
 def term_weights(weights, prior_weight=0.0):
-    """The fit's term weights -> [7] float32 in `TERM_NAMES` order: a mapping {term: weight} (as
+    """The fit's term weights -> [6] float32 in `TERM_NAMES` order: a mapping {term: weight} (as
     `refinement.fit.UVFitRefiner.weights`, terms absent = 0), or a `losses.LossWeights` preset whose L1-to-prior
-    weight is replaced by ``prior_weight`` (as the fit does; no light-chroma term)."""
+    weight is replaced by ``prior_weight`` (as the fit does)."""
     if isinstance(weights, Mapping):
         return tf.constant([float(weights.get(name, 0.0)) for name in TERM_NAMES], tf.float32)
-    return tf.constant([prior_weight if name == "prior_l1" else 0.0 if name == "light_chroma"
-                        else weights.weight(name, 0) for name in TERM_NAMES], tf.float32)
+    return tf.constant([prior_weight if name == "prior_l1" else weights.weight(name, 0)
+                        for name in TERM_NAMES], tf.float32)
 
 
 def bilinear_upsampling_matrix(size, resolution):
@@ -128,22 +126,19 @@ def fit_terms(albedo_uv, light_uv, sample, uv_mask, symmetry_index, symmetry=UNI
             return objective.seen_albedo(albedo_per_photo, sample["visibility_uv"])
         return albedo_per_photo
 
-    seen = sample["visibility_uv"] * uv_mask
-    light_chroma = L.light_chroma_loss(sh.shading_uv(sample["normals_uv"], light_uv),
-                                       sh.shading_uv(sample["normals_uv"], sample["gamma"][:, None, None, :]), seen)
     if groups is None:
         rendered = objective.render_lit(sample, photo_view(albedo_uv), light_uv)
-        terms = objective.uv_terms(albedo_uv, light_uv, rendered, sample, uv_mask, seen, symmetry_index, options)
-        return {**terms, "light_chroma": light_chroma}
+        return objective.uv_terms(albedo_uv, light_uv, rendered, sample, uv_mask,
+                                  sample["visibility_uv"] * uv_mask, symmetry_index, options)
     rendered = objective.render_lit(sample, photo_view(tf.gather(albedo_uv, groups)), light_uv)
-    terms = objective.photo_terms(light_uv, rendered, sample, seen, options)
+    terms = objective.photo_terms(light_uv, rendered, sample, sample["visibility_uv"] * uv_mask, options)
     terms.update(objective.albedo_terms(albedo_uv, group_inputs["prior_albedo_uv"], group_inputs["confidence_uv"],
                                         uv_mask, symmetry_index, options))
-    return {**terms, "light_chroma": light_chroma}
+    return terms
 
 
 def weighted_total(terms, weights):
-    """sum_k weights[k] * terms[TERM_NAMES[k]]: dict of scalars, [7] tensor -> scalar (`losses.weighted_total`;
+    """sum_k weights[k] * terms[TERM_NAMES[k]]: dict of scalars, [6] tensor -> scalar (`losses.weighted_total`;
     the weights stay one tensor so that changing them does not retrace the compiled loop)."""
     return L.weighted_total(terms, {name: weights[k] for k, name in enumerate(TERM_NAMES)})
 
@@ -308,7 +303,7 @@ def fit_uv_maps(sample, uv_mask, symmetry_index, weights, steps=150, learning_ra
     Args:
       sample: dict of [B, ...] tensors with `SAMPLE_KEYS` (a `PriorModule` output or refinement sample).
       uv_mask: [S, S, 1] float32; symmetry_index: [S * S] int32 (`FaceRenderer.uv_symmetry_index`) or None.
-      weights: [7] float32 (`term_weights`).
+      weights: [6] float32 (`term_weights`).
       steps, learning_rate: Adam's step count and step size (tensor arguments: changing them does not
         retrace).
       decay: the learning rate decays geometrically to ``learning_rate * decay`` at the last step.
