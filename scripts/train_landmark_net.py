@@ -10,6 +10,10 @@ Data (never an evaluation set of scripts/eval_detection.py):
   training pool (the last 200 are the held-out test set and are never read here; photos 700-799 are the
   validation and threshold-tuning photos), labelled by dlib (HOG box + 68 points), kept only where the
   detected eye centres are within ``--label_max_eye_error`` inter-ocular distances of the eye labels.
+- optionally (``--aflw_range``, fine-tuning from ``--init_weights``) AFLW2000-3D photos with their true 68 points
+  (x, y of pt3d_68), the box derived from the inner points like the synthetic faces'; scripts/eval_landmarks.py
+  reports on the first N by sorted name (all 1,000 of the shared copy by default), so train on a range after
+  the photos it reports on (`--num_images 500` with `--aflw_range 500:950`).
 Outputs in ``--out_dir``: landmark_net.weights.h5 and landmark_net.json (architecture, crop mapping, training
 summary).
 """
@@ -40,6 +44,12 @@ flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate (cosine decay).")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_integer("procedural_negatives", 300, "Flat / noise / gradient / blob images without a face.")
 flags.DEFINE_float("max_minutes", 60.0, "Stop once training passes this wall time (the CPU is shared).")
+flags.DEFINE_string("aflw_dir", None, "AFLW2000-3D folder (*.jpg + *.mat; default <shared>/faces/aflw2000_3d).")
+flags.DEFINE_string("aflw_range", "", "AFLW2000-3D training photos as FIRST:END of the sorted names (e.g. "
+                    "1000:1900); empty: none.")
+flags.DEFINE_string("aflw_val_range", "", "AFLW2000-3D validation photos, FIRST:END of the sorted names.")
+flags.DEFINE_string("init_weights", None, "Start from these weights (fine-tuning), e.g. "
+                    "saved_models/landmark_net/landmark_net.weights.h5.")
 
 
 def _synthetic(folders, inner_to_box, rng):
@@ -64,6 +74,25 @@ def _synthetic(folders, inner_to_box, rng):
             if negative is not None:
                 negatives.append(negative)
     return _to_samples(rows, "synthetic"), _to_samples(negatives, "negative")
+
+
+def _aflw(folder, index_range, inner_to_box):
+    """Samples of the AFLW2000-3D photos ``index_range`` ('FIRST:END' of the sorted names) with their true points."""
+    import pathlib
+
+    from tf_facetex.data import landmark_net as lnet
+    from tf_facetex.data import landmark_net_train as lt
+    from tf_facetex.data.images import load_image
+    from tf_facetex.evaluation import real_photos
+
+    if not index_range:
+        return _to_samples([], "aflw")
+    first, end = (int(v) for v in index_range.split(":"))
+    rows = []
+    for path in sorted(pathlib.Path(folder).glob("*.jpg"))[first:end]:
+        points = real_photos.load_aflw2000(path.with_suffix(".mat"))["landmarks"].astype("float32")
+        rows.append(lt.make_sample(load_image(str(path)), lnet.box_from_landmarks(points, inner_to_box), points))
+    return _to_samples(rows, "aflw")
 
 
 def _to_samples(rows, kind):
@@ -161,11 +190,17 @@ def main(argv):
     print(f"[landmark_net] {len(celeb_rows)} training / {len(val_rows)} validation photos kept; "
           f"inner box -> face box {inner_to_box}", flush=True)
     synthetic, synthetic_negatives = _synthetic(FLAGS.synthetic_dirs, inner_to_box, rng)
+    aflw_dir = FLAGS.aflw_dir or (faces / "aflw2000_3d" if faces else None)
+    if (FLAGS.aflw_range or FLAGS.aflw_val_range) and not (aflw_dir and pathlib.Path(aflw_dir).is_dir()):
+        raise FaceTexError(f"--aflw_range: no AFLW2000-3D folder ({aflw_dir}); pass --aflw_dir")
+    aflw, aflw_val = _aflw(aflw_dir, FLAGS.aflw_range, inner_to_box), _aflw(aflw_dir, FLAGS.aflw_val_range,
+                                                                            inner_to_box)
     procedural = _to_samples([lt.procedural_negative(rng) for _ in range(FLAGS.procedural_negatives)], "negative")
-    samples = lt.stack_samples([synthetic, _to_samples(celeb_rows, "celebamask"), synthetic_negatives,
+    samples = lt.stack_samples([synthetic, _to_samples(celeb_rows, "celebamask"), aflw, synthetic_negatives,
                                 _to_samples(celeb_negatives, "negative"), procedural])
     val_synthetic, val_synthetic_negatives = _synthetic(FLAGS.validation_dirs, inner_to_box, rng)
-    validation = lt.stack_samples([val_synthetic, _to_samples(val_rows, "celebamask"), val_synthetic_negatives,
+    validation = lt.stack_samples([val_synthetic, _to_samples(val_rows, "celebamask"), aflw_val,
+                                   val_synthetic_negatives,
                                    _to_samples(val_negatives, "negative"),
                                    _to_samples([lt.procedural_negative(rng) for _ in range(50)], "negative")])
     counts = {str(kind): int(n) for kind, n in zip(*np.unique(samples.kinds, return_counts=True))}
@@ -174,7 +209,9 @@ def main(argv):
 
     channels, hidden = (24, 32, 48, 64, 96), 256
     model, history = lt.train(samples, FLAGS.steps, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.seed,
-                              lnet.INPUT_SIZE, channels, hidden, validation, max_minutes=FLAGS.max_minutes)
+                              lnet.INPUT_SIZE, channels, hidden, validation, max_minutes=FLAGS.max_minutes,
+                              init_weights=FLAGS.init_weights,
+                              kind_weights=lt.FINE_TUNE_KIND_WEIGHTS if len(aflw.crops) else None)
 
     out = pathlib.Path(FLAGS.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,6 +225,8 @@ def main(argv):
                            "samples": counts,
                            "celebamask_photos": f"first {FLAGS.num_celebamask} by sorted name",
                            "celebamask_val_photos": f"next {FLAGS.num_celebamask_val}",
+                           "aflw2000_photos": FLAGS.aflw_range or None, "aflw2000_val_photos": FLAGS.aflw_val_range
+                           or None, "init_weights": FLAGS.init_weights,
                            "validation_samples": int(len(validation.crops)), "steps": FLAGS.steps,
                            "batch_size": FLAGS.batch_size, "learning_rate": FLAGS.learning_rate, "seed": FLAGS.seed,
                            "minutes": round((time.time() - start) / 60, 1), "history": history}}

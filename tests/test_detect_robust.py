@@ -515,3 +515,31 @@ def test_last_resort_find_on_a_tight_crop_gets_dlibs_points_in_the_networks_box(
     expected = detector.landmarks_in_box(tight, lnet.box_from_landmarks(points, detector.landmark_net.inner_to_box))
     np.testing.assert_allclose(face.landmarks, expected)
     assert _five_point_error(face.landmarks + offset, reference.landmarks) < 0.1
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
+    """lt.train(init_weights=...) starts at those weights (no mean-target head init): at learning rate 0 they come
+    back unchanged; and the fine-tuning mix draws the AFLW2000-3D kind by its share."""
+    from tf_facetex.data import landmark_net as lnet
+    from tf_facetex.data import landmark_net_train as lt
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 255, (6, lt.SOURCE_SIZE, lt.SOURCE_SIZE), dtype=np.uint8)
+    points = rng.uniform(70, 120, (6, 68, 2)).astype(np.float32)
+    boxes = np.tile(np.array([[60.0, 60.0, 130.0, 130.0]], np.float32), (6, 1))
+    kinds = np.array(["synthetic", "aflw", "celebamask", "negative", "aflw", "synthetic"])
+    samples = lt.Samples(crops, points, boxes, kinds)
+    channels, hidden = (4, 4, 4, 4, 4), 8
+    start = lnet.build_landmark_cnn(lnet.INPUT_SIZE, channels, hidden)
+    path = tmp_path / "start.weights.h5"
+    start.save_weights(str(path))
+    model, _ = lt.train(samples, 1, batch_size=4, learning_rate=0.0, input_size=lnet.INPUT_SIZE, channels=channels,
+                        hidden=hidden, log=lambda *_: None, init_weights=path,
+                        kind_weights=lt.FINE_TUNE_KIND_WEIGHTS)
+    # the trainable weights (batch-norm statistics move in a training step whatever the rate)
+    for trained, given in zip(model.trainable_weights, start.trainable_weights):
+        np.testing.assert_array_equal(trained.numpy(), given.numpy())
+    fresh, _ = lt.train(samples, 1, batch_size=4, learning_rate=0.0, input_size=lnet.INPUT_SIZE, channels=channels,
+                        hidden=hidden, log=lambda *_: None)
+    assert any(np.any(a.numpy() != b.numpy()) for a, b in zip(fresh.trainable_weights, start.trainable_weights))
+    drawn = kinds[lt.draw_indices(samples, 20000, rng, lt.FINE_TUNE_KIND_WEIGHTS)]
+    assert abs(np.mean(drawn == "aflw") - lt.FINE_TUNE_KIND_WEIGHTS["aflw"]) < 0.02

@@ -190,6 +190,9 @@ def face_accuracy(predicted, target) -> float:
 
 
 KIND_WEIGHTS = {"synthetic": 0.45, "celebamask": 0.35, "negative": 0.2}
+# Fine-tuning with real photos that have true points (AFLW2000-3D, `scripts/train_landmark_net.py --aflw_range`):
+# real photos with true labels get the largest share; dlib-labelled CelebAMask-HQ keeps the portraits' look.
+FINE_TUNE_KIND_WEIGHTS = {"synthetic": 0.3, "aflw": 0.3, "celebamask": 0.25, "negative": 0.15}
 
 
 def draw_indices(samples: Samples, count: int, rng, weights=None) -> np.ndarray:
@@ -205,12 +208,14 @@ def draw_indices(samples: Samples, count: int, rng, weights=None) -> np.ndarray:
 
 def train(samples: Samples, steps: int, batch_size: int = 64, learning_rate: float = 2e-3, seed: int = 0,
           input_size: int = lnet.INPUT_SIZE, channels=(24, 32, 48, 64, 96), hidden: int = 256,
-          validation: Samples = None, log=print, max_minutes: float = None):
+          validation: Samples = None, log=print, max_minutes: float = None, init_weights=None,
+          kind_weights=None):
     """Trains a `landmark_net.build_landmark_cnn` on ``samples``; returns (model, history list of dicts).
 
-    Batches mix the kinds of samples by `KIND_WEIGHTS`; Adam with a cosine-decayed learning rate; the head's
-    bias starts at the mean target. Every 250 steps the point error and face accuracy on ``validation``
-    (fixed, un-augmented crops) are logged.
+    Batches mix the kinds of samples by ``kind_weights`` (default `KIND_WEIGHTS`); Adam with a cosine-decayed
+    learning rate; the head's bias starts at the mean target, or every weight at ``init_weights`` (a
+    ``.weights.h5`` of the same architecture: fine-tuning). Every 250 steps the point error and face accuracy on
+    ``validation`` (fixed, un-augmented crops) are logged.
     """
     import keras
     import tensorflow as tf
@@ -218,10 +223,13 @@ def train(samples: Samples, steps: int, batch_size: int = 64, learning_rate: flo
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     model = lnet.build_landmark_cnn(input_size, channels, hidden)
-    faces = np.flatnonzero(samples.is_face)
-    _, mean_target = augment_batch(samples, rng.choice(faces, 512), rng, input_size, False)
-    head = model.get_layer("points")
-    head.bias.assign(np.append(mean_target[:, :-1].mean(axis=0), 0.0))
+    if init_weights:
+        model.load_weights(str(init_weights))
+    else:
+        faces = np.flatnonzero(samples.is_face)
+        _, mean_target = augment_batch(samples, rng.choice(faces, 512), rng, input_size, False)
+        head = model.get_layer("points")
+        head.bias.assign(np.append(mean_target[:, :-1].mean(axis=0), 0.0))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=0.02)
     optimizer = keras.optimizers.Adam(schedule)
 
@@ -239,7 +247,8 @@ def train(samples: Samples, steps: int, batch_size: int = 64, learning_rate: flo
         val = augment_batch(validation, np.arange(len(validation.crops)), np.random.default_rng(1), input_size, False)
     history, losses, start = [], [], time.time()
     for number in range(1, steps + 1):
-        crops, targets = augment_batch(samples, draw_indices(samples, batch_size, rng), rng, input_size)
+        crops, targets = augment_batch(samples, draw_indices(samples, batch_size, rng, kind_weights), rng,
+                                       input_size)
         losses.append(float(step(tf.constant(crops), tf.constant(targets))))
         if number % 250 == 0 or number == steps:
             entry = {"step": number, "train_loss": float(np.mean(losses)), "minutes": (time.time() - start) / 60}
