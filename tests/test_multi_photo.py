@@ -380,8 +380,9 @@ def test_multi_mode_evaluation_of_halves_of_one_photo_is_the_single_mode(two_lig
         np.testing.assert_allclose(albedo, alone.albedo_uv, atol=1e-6)
     # ... while the single mode fits its photos as one batch: equal to one at a time up to round-off, which the
     # non-converged Adam run turns into a few learning-rate steps at some texels (tests/test_batch_equivalence.py),
-    # and a pixel at the appearance gate's threshold can fall either side of it (measured 2.8e-3 with the gate on).
-    np.testing.assert_allclose(report["cv_albedo_multi"], report["cv_albedo_single_pairs"], rtol=5e-3)
+    # and a pixel at the appearance gate's threshold can fall either side of it (measured 2.8e-3 with the gate on;
+    # 5.5e-3 with the landmark fit compiled by XLA, whose fitted shapes move these round-off paths).
+    np.testing.assert_allclose(report["cv_albedo_multi"], report["cv_albedo_single_pairs"], rtol=1e-2)
     assert np.isfinite(report["gain_db"]) and report["relit_psnr_mean"] > report["baseline_psnr_mean"]
     figure = relight.subject_figure(single_results, cross, ["a", "b"], cell=32, multi=details[0])
     assert figure.shape == (7 * 32, 2 * 32, 3)

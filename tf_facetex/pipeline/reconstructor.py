@@ -217,10 +217,12 @@ class Reconstructor:
         photos'. -> `FaceResult` (metrics against the first photo)."""
         coeffs = prior_out["coeffs"][:1].numpy().copy()
         coeffs[:, self.layout.slices["exp"]] = 0.0
-        posed = self.decoder.pose(tf.constant(coeffs))["posed"]
+        decoded = self.decoder.pose(tf.constant(coeffs))
+        posed = decoded["posed"]
         raster = self.renderer.rasterize(posed)
         person = {**{name: value[:1] for name, value in prior_out.items() if name != "landmarks"},
                   "coeffs": tf.constant(coeffs), "posed_vertices": posed,
+                  "model_vertices": decoded["vertices"], "model_normals": decoded["normals"],
                   "normals_uv": self.renderer.normals_uv(posed_vertices=posed),
                   "face_mask": self.prior.face_mask(mask, raster),
                   "visibility_uv": tf.reduce_max(prior_out["visibility_uv"], axis=0, keepdims=True)}
@@ -252,8 +254,7 @@ class Reconstructor:
             coarse, _ = parts_lib.composite(coarse, render_mask, part_image, part_mask)
             detailed, render_mask = parts_lib.composite(detailed, render_mask, part_image, part_mask)
         shading_uv = self.renderer.shading_uv(light_uv, normals_uv) * self.renderer.uv_mask
-        parts = self.layout.split(prior_out["coeffs"])
-        decoded = self.decoder({"id": parts["id"], "exp": parts["exp"]})
+        decoded = {"vertices": prior_out["model_vertices"], "normals": prior_out["model_normals"]}
         face_mask = prior_out["face_mask"]
         psnr = {
             "prior_psnr_db": prior_out["coarse_psnr"],

@@ -144,7 +144,8 @@ class PriorModule:
         Returns the outputs:
           dict with the refinement-sample keys (`tf_facetex.prior.samples`) as tensors, and 'tone' [B, 3],
           'coarse_render' [B, H, H, 3] (prior albedo lit by the coarse gamma), 'coarse_psnr' [B] on the face
-          mask, 'landmark_error' / 'photometric_error' [B] when fitted, 'posed_vertices' [B, N, 3].
+          mask, 'landmark_error' / 'photometric_error' [B] when fitted, 'posed_vertices' [B, N, 3], 'model_vertices' and
+          'model_normals' [B, N, 3] (unposed, model frame).
         """
         images = tf.convert_to_tensor(images, tf.float32)
         with self.timer("prior"):
@@ -185,6 +186,8 @@ class PriorModule:
             "coarse_render": coarse, "coarse_psnr": metrics.masked_psnr(tf.clip_by_value(coarse, 0, 1), images,
                                                                         face_mask),
             "posed_vertices": posed,
+            # the unposed shape and its normals (model frame), for the meshes and turntables of the outputs
+            "model_vertices": decoded["vertices"], "model_normals": decoded["normals"],
         }
         out["landmarks"] = tf.convert_to_tensor(landmarks, tf.float32)
         out.update({k: tf.constant(v) for k, v in diagnostics.items()})
