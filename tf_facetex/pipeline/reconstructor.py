@@ -219,11 +219,12 @@ class Reconstructor:
         coeffs[:, self.layout.slices["exp"]] = 0.0
         decoded = self.decoder.pose(tf.constant(coeffs))
         posed = decoded["posed"]
+        posed_normals = self.renderer.vertex_normals(posed)
         raster = self.renderer.rasterize(posed)
         person = {**{name: value[:1] for name, value in prior_out.items() if name != "landmarks"},
                   "coeffs": tf.constant(coeffs), "posed_vertices": posed,
                   "model_vertices": decoded["vertices"], "model_normals": decoded["normals"],
-                  "normals_uv": self.renderer.normals_uv(posed_vertices=posed),
+                  "posed_normals": posed_normals, "normals_uv": self.renderer.normals_uv(vertex_normals=posed_normals),
                   "face_mask": self.prior.face_mask(mask, raster),
                   "visibility_uv": tf.reduce_max(prior_out["visibility_uv"], axis=0, keepdims=True)}
         return self._results([face], image, mask, person, refined["albedo_uv"][:1], refined["light_uv"][:1],
@@ -244,7 +245,7 @@ class Reconstructor:
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)
-        posed_normals = self.renderer.vertex_normals(posed)
+        posed_normals = prior_out["posed_normals"]
         part_albedo = None
         if self.model.has_parts:  # eyes, teeth, sockets close the render (tf_facetex.rendering.parts)
             part_albedo, part_pixels = parts_lib.estimate_part_albedo(self.model, raster, images, prior_out["gamma"],

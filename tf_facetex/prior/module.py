@@ -86,7 +86,7 @@ class PriorModule:
         return self.renderer.uv_mask
 
     def coefficients(self, images, landmarks=None, masks=None, groups=None):
-        """-> (coeffs [B, C] numpy, tone [B, 3] numpy, diagnostics dict, (posed, raster) or None).
+        """-> (coeffs [B, C] numpy, tone [B, 3] numpy, diagnostics dict, (posed, raster, vertex normals) or None).
 
         The fit rasterises the fitted geometry for its photometric stage; it is returned for reuse, since the
         photometric stage does not change the geometry. ``groups`` (None, or [B] ints 0..G-1): photos of one
@@ -105,12 +105,13 @@ class PriorModule:
         posed = self.decoder.pose(parts)["posed"]
         raster = self.renderer.rasterize(posed)
         mask = self.face_mask(masks, raster)
-        light = self.photometric_fitter(images, mask, raster, self.renderer.vertex_normals(posed), groups=groups)
+        vertex_normals = self.renderer.vertex_normals(posed)
+        light = self.photometric_fitter(images, mask, raster, vertex_normals, groups=groups)
         parts.update(tex=light["tex"], gamma=light["gamma"])
         coeffs = self.layout.join(parts).numpy()
         diagnostics = {"landmark_error": shape["landmark_error"],
                        "photometric_error": light["photometric_error"].numpy()}
-        return coeffs, light["tone"].numpy(), diagnostics, (posed, raster)
+        return coeffs, light["tone"].numpy(), diagnostics, (posed, raster, vertex_normals)
 
     def _share_per_group(self, coeffs, groups):
         """Identity and albedo coefficients averaged over each group: [B, C] numpy -> [B, C]."""
@@ -145,7 +146,7 @@ class PriorModule:
           dict with the refinement-sample keys (`tf_facetex.prior.samples`) as tensors, and 'tone' [B, 3],
           'coarse_render' [B, H, H, 3] (prior albedo lit by the coarse gamma), 'coarse_psnr' [B] on the face
           mask, 'landmark_error' / 'photometric_error' [B] when fitted, 'posed_vertices' [B, N, 3], 'model_vertices' and
-          'model_normals' [B, N, 3] (unposed, model frame).
+          'model_normals' [B, N, 3] (unposed, model frame), 'posed_normals' [B, N, 3].
         """
         images = tf.convert_to_tensor(images, tf.float32)
         with self.timer("prior"):
@@ -155,9 +156,9 @@ class PriorModule:
         if geometry is None:
             posed = decoded["posed"]
             raster = self.renderer.rasterize(posed)
+            vertex_normals = self.renderer.vertex_normals(posed)
         else:
-            posed, raster = geometry
-        vertex_normals = self.renderer.vertex_normals(posed)
+            posed, raster, vertex_normals = geometry
         normals_uv = self.renderer.normals_uv(vertex_normals=vertex_normals)
         albedo = decoded["albedo"] * tone[:, None, :]
         prior_albedo_uv = self.renderer.rasterize_to_uv(albedo) * self.uv_mask
@@ -187,7 +188,7 @@ class PriorModule:
                                                                         face_mask),
             "posed_vertices": posed,
             # the unposed shape and its normals (model frame), for the meshes and turntables of the outputs
-            "model_vertices": decoded["vertices"], "model_normals": decoded["normals"],
+            "model_vertices": decoded["vertices"], "model_normals": decoded["normals"], "posed_normals": vertex_normals,
         }
         out["landmarks"] = tf.convert_to_tensor(landmarks, tf.float32)
         out.update({k: tf.constant(v) for k, v in diagnostics.items()})
