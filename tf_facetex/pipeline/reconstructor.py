@@ -172,7 +172,7 @@ class Reconstructor:
             prior_out, raster = self.prior.run(images, landmarks, masks)
         with self.timer("refine"):
             refined = self.refiner(prior_out)
-        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"], raster=raster)
+        return self._results(faces, images, masks, prior_out, raster, refined["albedo_uv"], refined["light_uv"])
 
     def reconstruct_group(self, faces: Sequence) -> GroupResult:
         """Several photos of ONE person -> a `GroupResult`: one identity, one expression-free shape and one
@@ -189,8 +189,8 @@ class Reconstructor:
             prior_out, raster = self.prior.run(images, landmarks, masks, groups=groups)
         with self.timer("refine"):
             refined = self.refiner(prior_out, groups=groups)
-        photos = self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"],
-                               turntables=False, raster=raster)   # one albedo: the person's turntable says it all
+        photos = self._results(faces, images, masks, prior_out, raster, refined["albedo_uv"], refined["light_uv"],
+                               turntables=False)   # one albedo: the person's turntable says it all
         person = self._person(faces[0], images[:1], masks[:1], prior_out, refined)
         return GroupResult(person=person, photos=photos)
 
@@ -209,7 +209,7 @@ class Reconstructor:
         start = {"albedo_uv": albedo_uv, "light_uv": prior_out["gamma"][:, None, None, :]}
         with self.timer("refine"):
             refined = self.refiner(prior_out, start=start, fit_albedo=False)
-        return self._results(faces, images, masks, prior_out, refined["albedo_uv"], refined["light_uv"], raster=raster)
+        return self._results(faces, images, masks, prior_out, raster, refined["albedo_uv"], refined["light_uv"])
 
     def _person(self, face, image, mask, prior_out, refined):
         """The person of a group, as the face folder shows it: the expression-free shape (expression 0) at the
@@ -227,21 +227,18 @@ class Reconstructor:
                   "posed_normals": posed_normals, "normals_uv": self.renderer.normals_uv(vertex_normals=posed_normals),
                   "face_mask": self.prior.face_mask(mask, raster),
                   "visibility_uv": tf.reduce_max(prior_out["visibility_uv"], axis=0, keepdims=True)}
-        return self._results([face], image, mask, person, refined["albedo_uv"][:1], refined["light_uv"][:1],
-                             raster=raster)[0]
+        return self._results([face], image, mask, person, raster, refined["albedo_uv"][:1],
+                             refined["light_uv"][:1])[0]
 
-    def _results(self, faces, images, masks, prior_out, albedo_uv, light_uv, turntables=True,
-                 raster=None) -> List[FaceResult]:
-        """Renders, meshes and metrics of refined faces -> one `FaceResult` per face (turntables: render the
-        config's turntable, if it has one; raster: the `Raster` of ``prior_out['posed_vertices']`` when the caller
-        has it)."""
+    def _results(self, faces, images, masks, prior_out, raster, albedo_uv, light_uv,
+                 turntables=True) -> List[FaceResult]:
+        """Renders, meshes and metrics of refined faces -> one `FaceResult` per face (raster: the `Raster` of
+        ``prior_out['posed_vertices']``; turntables: render the config's turntable, if it has one)."""
         grey = [bool(getattr(face, "grayscale", False)) for face in faces]
         if any(grey):  # a grey photo has a grey albedo and light (tf_facetex/grayscale.py)
             albedo_uv, light_uv, gamma = grey_where(grey, albedo_uv, light_uv, prior_out["gamma"])
             prior_out = {**prior_out, "gamma": gamma}
         posed = prior_out["posed_vertices"]
-        if raster is None:
-            raster = self.renderer.rasterize(posed)
         normals_uv = prior_out["normals_uv"]
         detailed, render_mask = self.renderer.render(albedo_uv, light_uv, raster, normals_uv)
         coarse, _ = self.renderer.render(albedo_uv, prior_out["gamma"], raster, normals_uv)

@@ -137,18 +137,13 @@ class LandmarkFitter:
         shape and its float rounding differs between programs, so a batched call gives exactly the one-at-a-time
         result only if every group runs through the same shape. -> fitted (id [G, I], exp, angles, translation
         [B, ...])."""
-        id_init, exp_init, angles_init, translation_init = initial
-        fitted_id, fitted = [None] * num_groups, [[None] * len(groups) for _ in range(3)]
-        for group in range(num_groups):
-            rows = np.flatnonzero(groups == group)
-            values = self._optimise(tf.constant(target[rows]), tf.zeros([len(rows)], tf.int32),
-                                    id_init[group:group + 1], *(tf.gather(x, rows) for x in
-                                                                (exp_init, angles_init, translation_init)))
-            fitted_id[group] = values[0]
-            for part, value in zip(fitted, values[1:]):
-                for k, row in enumerate(rows):
-                    part[row] = value[k:k + 1]
-        return (tf.concat(fitted_id, 0), *(tf.concat(part, 0) for part in fitted))
+        id_init, *per_photo_init = initial
+        rows = [np.flatnonzero(groups == group) for group in range(num_groups)]
+        fits = [self._optimise(tf.constant(target[r]), tf.zeros([len(r)], tf.int32), id_init[g:g + 1],
+                               *(tf.gather(x, r) for x in per_photo_init)) for g, r in enumerate(rows)]
+        photo_order = np.argsort(np.concatenate(rows))       # group-major rows -> the batch's order
+        return (tf.concat([fit[0] for fit in fits], 0),
+                *(tf.gather(tf.concat([fit[k] for fit in fits], 0), photo_order) for k in (1, 2, 3)))
 
     def _build_optimise(self):
         """One `tf.function` for every call and batch size: Adam written out on tensors (no tf.Variables, whose
